@@ -1,0 +1,206 @@
+"""Log-in, staff users, API tokens and (for consortium admins) library switching."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+
+from accounts import services
+from accounts.forms import LoginForm, TokenForm, UserForm
+from accounts.models import ApiToken, Library, Role, User
+from klubpost.auth import allowed_library_ids, current_library, get_owned, role_required
+from klubpost.db import db
+
+bp = Blueprint("accounts", __name__)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Show the log-in form and log the user in."""
+    form = LoginForm()
+    failed = False
+    if form.validate_on_submit():
+        user = services.authenticate(db.session, form.email.data, form.password.data)
+        if user is not None:
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")))
+        flash(_("Wrong e-mail address or password."), "error")
+        failed = True
+    status = 400 if failed or form.errors else 200
+    return render_template("accounts/login.html", form=form), status
+
+
+def _safe_next(target: str | None) -> str:
+    """Only follow `next` to a path on this site (no open redirect)."""
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+    ):
+        return target
+    return url_for("subscribers.clubs")
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    """Log out."""
+    logout_user()
+    return redirect(url_for("accounts.login"))
+
+
+@bp.get("/")
+@login_required
+def home():
+    """The start page: the library's clubs."""
+    return redirect(url_for("subscribers.clubs"))
+
+
+@bp.post("/library")
+@role_required(Role.CONSORTIUM_ADMIN)
+def switch_library():
+    """Let a consortium admin choose which library to work in."""
+    library_id = request.form.get("library_id", type=int)
+    if library_id not in allowed_library_ids(current_user):
+        abort(404)
+    session["library_id"] = library_id
+    return redirect(url_for("subscribers.clubs"))
+
+
+@bp.get("/users")
+@role_required(Role.ADMIN)
+def users():
+    """List the library's staff users."""
+    library = current_library()
+    rows = db.session.scalars(
+        select(User).where(User.library_id == library.id).order_by(User.name)
+    ).all()
+    return render_template("accounts/users.html", users=rows, library=library)
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def new_user():
+    """Add a staff user to the library."""
+    form = UserForm()
+    form.password.flags.required = True
+    if form.validate_on_submit():
+        if not form.password.data:
+            form.password.errors.append(_("A new user needs a password."))
+        else:
+            try:
+                services.create_user(
+                    db.session,
+                    email=form.email.data,
+                    name=form.name.data,
+                    password=form.password.data,
+                    role=Role(form.role.data),
+                    library=current_library(),
+                    language=form.language.data or None,
+                )
+            except services.AccountError as exc:
+                getattr(form, exc.field or "email").errors.append(str(exc))
+            else:
+                db.session.commit()
+                flash(_("User added."), "success")
+                return redirect(url_for("accounts.users"))
+    status = 400 if form.errors else 200
+    return render_template("accounts/user_form.html", form=form, user=None), status
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def edit_user(user_id: int):
+    """Change a staff user's name, role, language, password or access."""
+    user = get_owned(User, user_id)
+    form = UserForm(obj=user)
+    if request.method == "GET":
+        form.language.data = user.language or ""
+    if form.validate_on_submit():
+        clash = db.session.scalar(
+            select(User.id).where(
+                User.email.ilike(form.email.data.strip()), User.id != user.id
+            )
+        )
+        if clash:
+            form.email.errors.append(
+                _("A user with this e-mail address already exists.")
+            )
+        elif user.id == current_user.id and (
+            Role(form.role.data) != user.role or not form.active.data
+        ):
+            form.role.errors.append(
+                _("You cannot lower your own role or lock yourself out.")
+            )
+        else:
+            user.name, user.email = form.name.data.strip(), form.email.data.strip()
+            user.role, user.active = Role(form.role.data), form.active.data
+            user.language = form.language.data or None
+            if form.password.data:
+                services.set_password(user, form.password.data)
+            db.session.commit()
+            flash(_("User saved."), "success")
+            return redirect(url_for("accounts.users"))
+    status = 400 if form.errors else 200
+    return render_template("accounts/user_form.html", form=form, user=user), status
+
+
+@bp.route("/account/tokens", methods=["GET", "POST"])
+@login_required
+def tokens():
+    """A user's own API tokens: create (shown once) and list."""
+    form = TokenForm()
+    new_token = None
+    if form.validate_on_submit():
+        _token, new_token = services.issue_token(
+            db.session, current_user, form.name.data
+        )
+        db.session.commit()
+    rows = db.session.scalars(
+        select(ApiToken)
+        .where(ApiToken.user_id == current_user.id)
+        .order_by(ApiToken.id.desc())
+    ).all()
+    status = 400 if form.errors else 200
+    return render_template(
+        "accounts/tokens.html", form=form, tokens=rows, new_token=new_token
+    ), status
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+@login_required
+def revoke_token(token_id: int):
+    """Revoke one of the user's own tokens."""
+    api_token = db.session.get(ApiToken, token_id)
+    if api_token is None or api_token.user_id != current_user.id:
+        abort(404)
+    services.revoke_token(api_token)
+    db.session.commit()
+    flash(_("Token revoked."), "success")
+    return redirect(url_for("accounts.tokens"))
+
+
+@bp.app_context_processor
+def inject_libraries():
+    """Give the layout the libraries a consortium admin can switch between."""
+    if current_user.is_authenticated and current_user.role == Role.CONSORTIUM_ADMIN:
+        ids = allowed_library_ids(current_user)
+        libraries = db.session.scalars(
+            select(Library).where(Library.id.in_(ids)).order_by(Library.name)
+        ).all()
+        return {"switchable_libraries": libraries, "library": current_library()}
+    if current_user.is_authenticated:
+        return {"switchable_libraries": [], "library": current_user.library}
+    return {}

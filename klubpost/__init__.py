@@ -1,0 +1,51 @@
+"""Klubpost: newsletters and campaigns for public libraries' member clubs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from klubpost.config import load_config
+
+MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the application: defaults, then the environment, then `config`."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(load_config(app.instance_path, config))
+
+    from flask_migrate import Migrate
+
+    from klubpost import cli, errors, i18n
+    from klubpost.auth import login_manager
+    from klubpost.db import db
+    from klubpost.security import csrf
+
+    db.init_app(app)
+    Migrate(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    i18n.init_app(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    _register_blueprints(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from accounts.views import bp as accounts_bp
+    from klubpost.outbox import bp as outbox_bp
+    from klubpost.schema import require_current_schema
+    from subscribers.api import bp as subscribers_api_bp
+    from subscribers.public import bp as public_bp
+    from subscribers.views import bp as subscribers_bp
+
+    app.before_request(require_current_schema)
+    app.register_blueprint(accounts_bp)
+    app.register_blueprint(subscribers_bp)
+    app.register_blueprint(public_bp)
+    app.register_blueprint(subscribers_api_bp)
+    app.register_blueprint(outbox_bp)

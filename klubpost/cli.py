@@ -1,0 +1,95 @@
+"""The `klubpost` command: Flask's commands (run, db upgrade...) plus our own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from klubpost import create_app
+from klubpost.db import db
+
+
+@click.group(cls=FlaskGroup, create_app=create_app)
+def main() -> None:
+    """Klubpost: newsletters for library clubs."""
+
+
+def init_app(app) -> None:
+    """Add our commands to the app's `flask`/`klubpost` command group."""
+    for command in (demo, scheduler_command, dev):
+        app.cli.add_command(command)
+
+
+def _require_schema() -> None:
+    from klubpost.schema import PendingMigrations, check_schema
+
+    try:
+        check_schema()
+    except PendingMigrations as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+@click.option("--reset", is_flag=True, help="Delete everything first.")
+@with_appcontext
+def demo(reset: bool) -> None:
+    """Load demo libraries, clubs, users and subscribers (prints the log-ins)."""
+    from klubpost.demo import load_demo
+
+    _require_schema()
+    logins = load_demo(db.session, reset=reset)
+    if logins is None:
+        click.echo("Demo data is already loaded (use --reset to start over).")
+        return
+    _print_logins(logins)
+
+
+def _print_logins(logins: list[tuple[str, str, str, str]]) -> None:
+    click.echo(f"\nDemo log-ins (password for all: {logins[0][3]})")
+    for library, role, email, _password in logins:
+        click.echo(f"  {library:<28} {role:<17} {email}")
+    click.echo("")
+
+
+@click.command("scheduler")
+@with_appcontext
+def scheduler_command() -> None:
+    """Run the scheduler process (one per installation)."""
+    import scheduler
+
+    _require_schema()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    scheduler.run(current_app._get_current_object())
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=5000, type=int)
+@with_appcontext
+def dev(host: str, port: int) -> None:
+    """Run the web app and the scheduler together, for development."""
+    from klubpost.demo import demo_logins
+
+    _require_schema()
+    logins = demo_logins(db.session)
+    if logins:
+        _print_logins(logins)
+    env = dict(os.environ)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "klubpost.cli", "scheduler"], env=env
+    )
+    try:
+        current_app.run(host=host, port=port, debug=False, use_reloader=False)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

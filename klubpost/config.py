@@ -1,0 +1,74 @@
+"""Configuration: defaults, then environment variables, then an explicit mapping."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "ENV": "development",
+    "BASE_URL": "http://127.0.0.1:5000",
+    "MAIL_URL": "outbox:",
+    "MAIL_FROM_DOMAIN": "klubpost.localhost",
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+    "IMPORT_MAX_ROWS": 1_000_000,
+    "PASSWORD_HASH_METHOD": "scrypt",
+    "WTF_CSRF_TIME_LIMIT": None,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "BABEL_DEFAULT_LOCALE": "en",
+    "LANGUAGES": ("da", "nl", "en"),
+    "PAGE_SIZE": 50,
+}
+
+# Environment variables read as they are (strings); booleans and lists parsed below.
+ENV_KEYS = ("DATABASE_URL", "SECRET_KEY", "BASE_URL", "MAIL_URL", "MAIL_FROM_DOMAIN")
+
+
+def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Build the configuration mapping for an app."""
+    config = dict(DEFAULTS)
+    config["ENV"] = os.environ.get("KLUBPOST_ENV", config["ENV"])
+    for key in ENV_KEYS:
+        if os.environ.get(key):
+            config[key] = os.environ[key]
+    if os.environ.get("SECRET_KEY_FALLBACKS"):
+        config["SECRET_KEY_FALLBACKS"] = os.environ["SECRET_KEY_FALLBACKS"].split(",")
+    config.update(overrides or {})
+
+    config["SQLALCHEMY_DATABASE_URI"] = database_url(
+        config.get("DATABASE_URL"), instance_path
+    )
+    if not config.get("SECRET_KEY"):
+        if config["ENV"] != "development":
+            raise RuntimeError(
+                "SECRET_KEY must be set outside development "
+                "(set KLUBPOST_ENV=development to use a generated key)"
+            )
+        config["SECRET_KEY"] = development_secret_key(instance_path)
+    config["BASE_URL"] = config["BASE_URL"].rstrip("/")
+    return config
+
+
+def database_url(url: str | None, instance_path: str) -> str:
+    """Normalise DATABASE_URL; default to an SQLite file in the instance folder."""
+    if not url:
+        return f"sqlite:///{Path(instance_path) / 'klubpost.sqlite3'}"
+    # Plain postgres:// URLs (as hosting platforms hand them out) use psycopg 3.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def development_secret_key(instance_path: str) -> str:
+    """Read, or create once, the development secret key kept in the instance folder."""
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -1,0 +1,190 @@
+"""Demo data: two libraries, their clubs, staff log-ins and a few hundred members."""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from accounts.models import Consortium, Library, Role, User
+from accounts.services import create_user
+from klubpost.db import Base
+from subscribers.services import create_club, create_subscriber, join_club
+
+DEMO_PASSWORD = "klubpost-demo"
+CONSORTIUM_ADMIN = "konsortium@demo.klubpost.dk"
+
+LIBRARIES = [
+    {
+        "name": "Herning Bibliotekerne",
+        "slug": "herning",
+        "domain": "herning.demo.klubpost.dk",
+        "timezone": "Europe/Copenhagen",
+        "language": "da",
+        "clubs": [
+            ("VIP-klubben", "vip", "Forpremierer, forfatterbesøg og særlige tilbud."),
+            ("Familieklubben", "familie", "Oplevelser for børn og voksne sammen."),
+            (
+                "Her er debat",
+                "debat",
+                "Artikler, boganbefalinger og forsalg til debatter.",
+            ),
+        ],
+        "first_names": [
+            "Anna",
+            "Mads",
+            "Sofie",
+            "Lars",
+            "Ida",
+            "Jens",
+            "Freja",
+            "Oliver",
+        ],
+        "last_names": ["Jensen", "Nielsen", "Hansen", "Pedersen", "Andersen", "Larsen"],
+        "branches": ["Hovedbiblioteket", "Lind", "Sunds", "Aulum"],
+    },
+    {
+        "name": "Bibliotheek Utrecht",
+        "slug": "utrecht",
+        "domain": "utrecht.demo.klubpost.nl",
+        "timezone": "Europe/Amsterdam",
+        "language": "nl",
+        "clubs": [
+            ("VIP-club", "vip", "Voorpremières, schrijversbezoek en extra's."),
+            ("Gezinsclub", "gezin", "Activiteiten voor kinderen en ouders."),
+            ("Debatclub", "debat", "Artikelen, boektips en voorverkoop voor debatten."),
+        ],
+        "first_names": [
+            "Emma",
+            "Daan",
+            "Julia",
+            "Sem",
+            "Tess",
+            "Lucas",
+            "Sanne",
+            "Bram",
+        ],
+        "last_names": ["de Jong", "Jansen", "de Vries", "van Dijk", "Bakker", "Visser"],
+        "branches": ["Neude", "Oog in Al", "Overvecht", "Leidsche Rijn"],
+    },
+]
+
+
+def demo_logins(session: Session) -> list[tuple[str, str, str, str]]:
+    """The demo log-ins, if the demo is loaded: (library, role, e-mail, password)."""
+    if session.scalar(select(User.id).where(User.email == CONSORTIUM_ADMIN)) is None:
+        return []
+    logins = [
+        (
+            "(all libraries)",
+            Role.CONSORTIUM_ADMIN.value,
+            CONSORTIUM_ADMIN,
+            DEMO_PASSWORD,
+        )
+    ]
+    for spec in LIBRARIES:
+        for role in (Role.ADMIN, Role.EDITOR, Role.STAFF):
+            logins.append((spec["name"], role.value, _email(role, spec), DEMO_PASSWORD))
+    return logins
+
+
+def _email(role: Role, spec: dict) -> str:
+    return f"{role.value}@{spec['domain']}"
+
+
+def load_demo(
+    session: Session, reset: bool = False
+) -> list[tuple[str, str, str, str]] | None:
+    """Load the demo; None if it is already there (and reset is not asked for)."""
+    if reset:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name != "alembic_version":
+                session.execute(delete(table))
+    elif demo_logins(session):
+        return None
+    rng = random.Random(2026)
+    consortium = Consortium(name="Bibliotekssamarbejdet Nord-Vest", slug="nordvest")
+    session.add(consortium)
+    session.flush()
+    create_user(
+        session,
+        email=CONSORTIUM_ADMIN,
+        name="Konsortiets administrator",
+        password=DEMO_PASSWORD,
+        role=Role.CONSORTIUM_ADMIN,
+        consortium_id=consortium.id,
+    )
+    for spec in LIBRARIES:
+        _load_library(session, spec, consortium, rng)
+    session.commit()
+    return demo_logins(session)
+
+
+def _load_library(
+    session: Session, spec: dict, consortium: Consortium, rng: random.Random
+) -> None:
+    library = Library(
+        consortium_id=consortium.id,
+        name=spec["name"],
+        slug=spec["slug"],
+        domain=spec["domain"],
+        timezone=spec["timezone"],
+        language=spec["language"],
+    )
+    session.add(library)
+    session.flush()
+    for role in (Role.ADMIN, Role.EDITOR, Role.STAFF):
+        create_user(
+            session,
+            email=_email(role, spec),
+            name=f"{role.value.title()} ({spec['name']})",
+            password=DEMO_PASSWORD,
+            role=role,
+            library=library,
+        )
+    clubs = [
+        create_club(
+            session,
+            library,
+            name=name,
+            slug=slug,
+            description=description,
+            language=spec["language"],
+            from_name=f"{name} · {spec['name']}",
+            from_email=f"{slug}@{spec['domain']}",
+            reply_to=None,
+            double_opt_in=True,
+            tracking_consent_required=True,
+        )
+        for name, slug, description in spec["clubs"]
+    ]
+    for i in range(150):
+        first = rng.choice(spec["first_names"])
+        last = rng.choice(spec["last_names"])
+        local = f"{first}.{last}".lower().replace(" ", "")
+        subscriber = create_subscriber(
+            session,
+            library,
+            f"{local}{i}@example.{'dk' if spec['language'] == 'da' else 'nl'}",
+            first_name=first,
+            last_name=last,
+            language=spec["language"],
+            attributes={"branch": rng.choice(spec["branches"])},
+        )
+        for club in rng.sample(clubs, rng.randint(1, 2)):
+            if club.slug in ("familie", "gezin"):
+                subscriber.attributes = {
+                    **subscriber.attributes,
+                    "children_ages": ", ".join(
+                        str(rng.randint(1, 14)) for _ in range(rng.randint(1, 3))
+                    ),
+                }
+            join_club(
+                session,
+                club,
+                subscriber,
+                source="demo",
+                tracking_consent=rng.random() < 0.6,
+                consent_given=rng.random() < 0.9,
+            )

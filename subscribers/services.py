@@ -1,0 +1,589 @@
+"""Clubs, subscribers and memberships: the rules, as plain functions over a session.
+
+Functions here raise `SubscriberError` (with the offending field) and never HTTP
+errors; the views and the API turn those into pages and JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from accounts.models import Library
+from klubpost.db import utcnow
+from subscribers.models import (
+    LANGUAGES,
+    MEMBERSHIP_TRANSITIONS,
+    Club,
+    ConsentText,
+    Membership,
+    MembershipStatus,
+    Subscriber,
+    Suppression,
+)
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+MAX_NAME = 200
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_LENGTH = 500
+
+DEFAULT_CONSENT = {
+    "da": (
+        "Ja tak, send mig nyhedsbreve fra {club}. Jeg kan altid afmelde mig igen.",
+        "Biblioteket må se, hvilke links jeg klikker på, så nyhedsbrevene passer "
+        "bedre til mig.",
+    ),
+    "nl": (
+        "Ja, stuur mij nieuwsbrieven van {club}. Ik kan mij altijd weer afmelden.",
+        "De bibliotheek mag zien op welke links ik klik, zodat de nieuwsbrieven "
+        "beter bij mij passen.",
+    ),
+    "en": (
+        "Yes, send me newsletters from {club}. I can unsubscribe at any time.",
+        "The library may see which links I click, so its newsletters suit me better.",
+    ),
+}
+
+
+class SubscriberError(Exception):
+    """A request that breaks a rule; `field` names the bad input, `code` the rule."""
+
+    code = "invalid"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidAddress(SubscriberError):
+    code = "invalid_email"
+
+
+class AlreadyExists(SubscriberError):
+    code = "already_exists"
+
+
+class Suppressed(SubscriberError):
+    code = "suppressed"
+
+
+class InvalidTransition(SubscriberError):
+    code = "invalid_transition"
+
+
+# ---------------------------------------------------------------- addresses
+
+
+def normalize_email(raw: str) -> tuple[str, str]:
+    """Validate an address; return it normalised and its lower-case key."""
+    raw = (raw or "").strip()
+    if not raw:
+        raise InvalidAddress("An e-mail address is required.", "email")
+    if len(raw) > 320:
+        raise InvalidAddress("The e-mail address is too long.", "email")
+    try:
+        valid = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"Not a valid e-mail address: {exc}", "email") from exc
+    return valid.normalized, valid.normalized.lower()
+
+
+def email_hash(library_id: int, email_key: str) -> str:
+    """The hash kept after erasure (per library, so libraries' lists stay apart)."""
+    return hashlib.sha256(f"{library_id}:{email_key}".encode()).hexdigest()
+
+
+def is_suppressed(session: Session, library_id: int, email_key: str) -> bool:
+    """Whether this address was erased from the library and must not come back."""
+    return (
+        session.scalar(
+            select(Suppression.id).where(
+                Suppression.library_id == library_id,
+                Suppression.email_hash == email_hash(library_id, email_key),
+            )
+        )
+        is not None
+    )
+
+
+def truncate_ip(ip: str | None) -> str | None:
+    """An IP address with its host part zeroed (IPv4 /24, IPv6 /48), or None."""
+    try:
+        address = ipaddress.ip_address((ip or "").strip())
+    except ValueError:
+        return None
+    prefix = 24 if address.version == 4 else 48
+    return str(
+        ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address
+    )
+
+
+# ---------------------------------------------------------------- clubs
+
+
+def clean_club_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check a club's fields; raise SubscriberError naming the first bad one."""
+    out = dict(fields)
+    for name in ("name", "from_name"):
+        if name in out:
+            out[name] = _text(out[name], name, required=True)
+    if "description" in out:
+        out["description"] = _text(out["description"] or "", "description", limit=5000)
+    if "slug" in out:
+        slug = str(out["slug"] or "").strip().lower()
+        if not SLUG_RE.match(slug):
+            raise SubscriberError(
+                "Use 1-64 lower-case letters, digits and hyphens for the slug.", "slug"
+            )
+        out["slug"] = slug
+    if "language" in out and out["language"] not in LANGUAGES:
+        raise SubscriberError("Language must be one of da, nl, en.", "language")
+    for name in ("from_email", "reply_to"):
+        if out.get(name):
+            try:
+                out[name] = normalize_email(out[name])[0]
+            except InvalidAddress as exc:
+                raise SubscriberError(exc.message, name) from exc
+        elif name in out:
+            if name == "from_email":
+                raise SubscriberError("A sender address is required.", name)
+            out[name] = None
+    for name in ("double_opt_in", "tracking_consent_required"):
+        if name in out and not isinstance(out[name], bool):
+            raise SubscriberError("Must be true or false.", name)
+    return out
+
+
+def create_club(session: Session, library: Library, **fields: Any) -> Club:
+    """Add a club to a library, with its first consent text."""
+    fields = clean_club_fields(fields)
+    _check_slug_free(session, library.id, fields["slug"])
+    club = Club(library_id=library.id, **fields)
+    session.add(club)
+    session.flush()
+    consent, tracking = DEFAULT_CONSENT[club.language]
+    set_consent_text(session, club, consent.format(club=club.name), tracking)
+    return club
+
+
+def update_club(session: Session, club: Club, **fields: Any) -> Club:
+    """Change a club's settings."""
+    fields = clean_club_fields(fields)
+    if "slug" in fields and fields["slug"] != club.slug:
+        _check_slug_free(session, club.library_id, fields["slug"])
+    for name, value in fields.items():
+        setattr(club, name, value)
+    session.flush()
+    return club
+
+
+def _check_slug_free(session: Session, library_id: int, slug: str) -> None:
+    taken = session.scalar(
+        select(Club.id).where(Club.library_id == library_id, Club.slug == slug)
+    )
+    if taken:
+        raise AlreadyExists("Another club of this library has this slug.", "slug")
+
+
+def current_consent_text(club: Club) -> ConsentText:
+    """The consent wording the club's form shows now (its newest version)."""
+    return club.consent_texts[-1]
+
+
+def set_consent_text(
+    session: Session, club: Club, text: str, tracking_text: str
+) -> ConsentText:
+    """Add a new version of the consent wording, if it differs from the current one."""
+    text = _text(text, "consent_text", required=True, limit=2000)
+    tracking_text = _text(tracking_text, "tracking_text", required=True, limit=2000)
+    if club.consent_texts:
+        current = current_consent_text(club)
+        if (current.text, current.tracking_text) == (text, tracking_text):
+            return current
+    version = len(club.consent_texts) + 1
+    consent = ConsentText(
+        club=club, version=version, text=text, tracking_text=tracking_text
+    )
+    session.add(consent)
+    session.flush()
+    return consent
+
+
+# ---------------------------------------------------------------- subscribers
+
+
+def clean_subscriber_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check a subscriber's name, language and attributes."""
+    out: dict[str, Any] = {}
+    for name in ("first_name", "last_name"):
+        if name in fields:
+            out[name] = _text(fields[name] or "", name)
+    if "language" in fields:
+        if fields["language"] not in LANGUAGES:
+            raise SubscriberError("Language must be one of da, nl, en.", "language")
+        out["language"] = fields["language"]
+    if "attributes" in fields:
+        out["attributes"] = clean_attributes(fields["attributes"])
+    return out
+
+
+def clean_attributes(attributes: Any) -> dict[str, str]:
+    """Free attributes: a flat mapping of short names to short texts."""
+    if attributes is None:
+        return {}
+    if not isinstance(attributes, dict):
+        raise SubscriberError(
+            "Attributes must be an object of names and values.", "attributes"
+        )
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise SubscriberError(f"At most {MAX_ATTRIBUTES} attributes.", "attributes")
+    clean = {}
+    for key, value in attributes.items():
+        key = str(key).strip()
+        if not key or len(key) > 64:
+            raise SubscriberError("Attribute names need 1-64 characters.", "attributes")
+        if isinstance(value, (dict, list)):
+            raise SubscriberError(
+                f"Attribute {key!r} must be a plain value.", "attributes"
+            )
+        value = "" if value is None else str(value)
+        if len(value) > MAX_ATTRIBUTE_LENGTH:
+            raise SubscriberError(f"Attribute {key!r} is too long.", "attributes")
+        clean[key] = value
+    return clean
+
+
+def find_subscriber(
+    session: Session, library_id: int, email_key: str
+) -> Subscriber | None:
+    """The library's subscriber with this address (any case), if any."""
+    return session.scalar(
+        select(Subscriber).where(
+            Subscriber.library_id == library_id, Subscriber.email_key == email_key
+        )
+    )
+
+
+def create_subscriber(
+    session: Session,
+    library: Library,
+    email: str,
+    *,
+    resubscribe: bool = False,
+    **fields: Any,
+) -> Subscriber:
+    """Add a person to a library; refuses duplicates and erased addresses.
+
+    `resubscribe` is for the person signing up again themselves (public form):
+    that is fresh consent, so an earlier erasure does not stand in the way.
+    """
+    address, key = normalize_email(email)
+    if not resubscribe and is_suppressed(session, library.id, key):
+        raise Suppressed(
+            "This address was erased at the person's request "
+            "and cannot be added again.",
+            "email",
+        )
+    if find_subscriber(session, library.id, key):
+        raise AlreadyExists(
+            "A subscriber with this e-mail address already exists.", "email"
+        )
+    fields = clean_subscriber_fields(fields)
+    fields.setdefault(
+        "language", library.language if library.language in LANGUAGES else "da"
+    )
+    subscriber = Subscriber(
+        library_id=library.id, email=address, email_key=key, **fields
+    )
+    session.add(subscriber)
+    session.flush()
+    return subscriber
+
+
+def update_subscriber(
+    session: Session, subscriber: Subscriber, **fields: Any
+) -> Subscriber:
+    """Change a subscriber's address, name, language or attributes."""
+    if "email" in fields:
+        address, key = normalize_email(fields.pop("email"))
+        if key != subscriber.email_key:
+            if is_suppressed(session, subscriber.library_id, key):
+                raise Suppressed("This address was erased and cannot be used.", "email")
+            if find_subscriber(session, subscriber.library_id, key):
+                raise AlreadyExists(
+                    "Another subscriber has this e-mail address.", "email"
+                )
+        subscriber.email, subscriber.email_key = address, key
+    for name, value in clean_subscriber_fields(fields).items():
+        setattr(subscriber, name, value)
+    session.flush()
+    return subscriber
+
+
+def search_members(
+    session: Session, club: Club, query: str = "", status: str | None = None
+):
+    """A select() of a club's memberships, newest first, filtered by a search text."""
+    stmt = (
+        select(Membership)
+        .join(Subscriber)
+        .where(Membership.club_id == club.id)
+        .order_by(Membership.id.desc())
+    )
+    if status in {s.value for s in MembershipStatus}:
+        stmt = stmt.where(Membership.status == status)
+    query = (query or "").strip()[:200]
+    if query:
+        like = f"%{_escape_like(query.lower())}%"
+        stmt = stmt.where(
+            or_(
+                Subscriber.email_key.like(like, escape="\\"),
+                func.lower(Subscriber.first_name).like(like, escape="\\"),
+                func.lower(Subscriber.last_name).like(like, escape="\\"),
+            )
+        )
+    return stmt
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# ---------------------------------------------------------------- memberships
+
+
+def join_club(
+    session: Session,
+    club: Club,
+    subscriber: Subscriber,
+    *,
+    source: str,
+    tracking_consent: bool = False,
+    consent_given: bool = False,
+    ip: str | None = None,
+) -> Membership:
+    """Make (or renew) a subscriber's membership of a club, recording consent.
+
+    With `consent_given` (an editor or import vouching for consent given elsewhere,
+    or a club without double opt-in) the membership is confirmed at once; otherwise
+    it waits, unconfirmed, for the person to click the link in a confirmation mail.
+    """
+    now = utcnow()
+    membership = session.scalar(
+        select(Membership).where(
+            Membership.subscriber_id == subscriber.id, Membership.club_id == club.id
+        )
+    )
+    if membership is not None and membership.status == MembershipStatus.CONFIRMED:
+        raise AlreadyExists("Already a confirmed member of this club.", "email")
+    confirmed = consent_given or not club.double_opt_in
+    if membership is None:
+        membership = Membership(subscriber=subscriber, club=club)
+        session.add(membership)
+    target = MembershipStatus.CONFIRMED if confirmed else MembershipStatus.UNCONFIRMED
+    if membership.status != target and membership.id is not None:
+        change_status(membership, target)
+    membership.status = target
+    membership.consent_source = source
+    membership.consent_text = current_consent_text(club)
+    membership.tracking_consent = tracking_consent
+    membership.submitted_at = now
+    membership.confirmed_at = now if confirmed else None
+    membership.unsubscribed_at = None
+    membership.ip_truncated = truncate_ip(ip) if club.library.record_ip else None
+    session.flush()
+    return membership
+
+
+def change_status(membership: Membership, status: MembershipStatus) -> None:
+    """Move a membership to `status` if the transition table allows it."""
+    status = MembershipStatus(status)
+    if status == membership.status:
+        return
+    if status not in MEMBERSHIP_TRANSITIONS[membership.status]:
+        raise InvalidTransition(
+            f"A membership cannot go from {membership.status} to {status}.", "status"
+        )
+    now = utcnow()
+    membership.status = status
+    if status == MembershipStatus.CONFIRMED:
+        membership.confirmed_at = now
+    elif status == MembershipStatus.UNSUBSCRIBED:
+        membership.unsubscribed_at = now
+
+
+def confirm(membership: Membership) -> bool:
+    """Confirm a pending membership from its mail link; False if nothing changed."""
+    if membership.status != MembershipStatus.UNCONFIRMED:
+        return False
+    change_status(membership, MembershipStatus.CONFIRMED)
+    return True
+
+
+def unsubscribe(membership: Membership) -> bool:
+    """Unsubscribe; idempotent (False when already out)."""
+    if membership.status in (MembershipStatus.UNSUBSCRIBED, MembershipStatus.BOUNCED):
+        return False
+    change_status(membership, MembershipStatus.UNSUBSCRIBED)
+    return True
+
+
+# ---------------------------------------------------------------- the person's rights
+
+
+def export_data(subscriber: Subscriber) -> dict[str, Any]:
+    """Everything the library holds about a person, for "download my data"."""
+    return {
+        "email": subscriber.email,
+        "first_name": subscriber.first_name,
+        "last_name": subscriber.last_name,
+        "language": subscriber.language,
+        "attributes": subscriber.attributes,
+        "library": subscriber.library.name,
+        "created_at": subscriber.created_at.isoformat(),
+        "memberships": [
+            {
+                "club": m.club.name,
+                "status": m.status.value,
+                "tracking_consent": m.tracking_consent,
+                "consent": {
+                    "source": m.consent_source,
+                    "submitted_at": m.submitted_at.isoformat(),
+                    "confirmed_at": _iso(m.confirmed_at),
+                    "unsubscribed_at": _iso(m.unsubscribed_at),
+                    "consent_text_version": m.consent_text.version
+                    if m.consent_text
+                    else None,
+                    "consent_text": m.consent_text.text if m.consent_text else None,
+                    "tracking_text": m.consent_text.tracking_text
+                    if m.consent_text
+                    else None,
+                    "ip_truncated": m.ip_truncated,
+                },
+            }
+            for m in subscriber.memberships
+        ],
+    }
+
+
+def erase(session: Session, subscriber: Subscriber) -> None:
+    """Delete a person's data; keep only a hash so no import can re-add them."""
+    digest = email_hash(subscriber.library_id, subscriber.email_key)
+    exists = session.scalar(
+        select(Suppression.id).where(
+            Suppression.library_id == subscriber.library_id,
+            Suppression.email_hash == digest,
+        )
+    )
+    if not exists:
+        session.add(Suppression(library_id=subscriber.library_id, email_hash=digest))
+    session.delete(subscriber)
+    session.flush()
+
+
+def lift_suppression(session: Session, subscriber: Subscriber) -> None:
+    """Forget an earlier erasure once the person has confirmed a new sign-up."""
+    digest = email_hash(subscriber.library_id, subscriber.email_key)
+    session.execute(
+        delete(Suppression).where(
+            Suppression.library_id == subscriber.library_id,
+            Suppression.email_hash == digest,
+        )
+    )
+
+
+def update_preferences(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    first_name: str,
+    last_name: str,
+    language: str,
+    clubs: set[int],
+    tracking: set[int],
+    all_clubs: list[Club],
+) -> None:
+    """Apply the person's own choices from the preferences page.
+
+    The page is reached through a signed link sent to the address, so joining a
+    club from it needs no further confirmation.
+    """
+    update_subscriber(
+        session,
+        subscriber,
+        first_name=first_name,
+        last_name=last_name,
+        language=language,
+    )
+    memberships = {m.club_id: m for m in subscriber.memberships}
+    for club in all_clubs:
+        membership = memberships.get(club.id)
+        wanted = club.id in clubs
+        active = membership is not None and membership.status in (
+            MembershipStatus.CONFIRMED,
+            MembershipStatus.UNCONFIRMED,
+        )
+        if wanted and not active:
+            join_club(
+                session,
+                club,
+                subscriber,
+                source="preferences",
+                tracking_consent=club.id in tracking,
+                consent_given=True,
+            )
+        elif not wanted and active:
+            unsubscribe(membership)
+        elif wanted and membership is not None:
+            if membership.status == MembershipStatus.UNCONFIRMED:
+                change_status(membership, MembershipStatus.CONFIRMED)
+            membership.tracking_consent = club.id in tracking
+    session.flush()
+
+
+def suppressed_keys(session: Session, library_id: int, keys: Iterable[str]) -> set[str]:
+    """Which of these address keys were erased from the library."""
+    by_hash = {email_hash(library_id, key): key for key in keys}
+    if not by_hash:
+        return set()
+    found = session.scalars(
+        select(Suppression.email_hash).where(
+            Suppression.library_id == library_id,
+            Suppression.email_hash.in_(list(by_hash)),
+        )
+    )
+    return {by_hash[h] for h in found}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _text(
+    value: Any, field: str, *, required: bool = False, limit: int = MAX_NAME
+) -> str:
+    if not isinstance(value, str):
+        raise SubscriberError("Must be text.", field)
+    value = value.strip()
+    if required and not value:
+        raise SubscriberError("This field is required.", field)
+    if len(value) > limit:
+        raise SubscriberError(f"At most {limit} characters.", field)
+    if any(ch in value for ch in "\r\n\x00") and field not in (
+        "description",
+        "consent_text",
+        "tracking_text",
+    ):
+        raise SubscriberError("Line breaks are not allowed here.", field)
+    return value
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,3 @@
+from klubpost import create_app
+
+app = create_app()
