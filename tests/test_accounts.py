@@ -1,6 +1,5 @@
-from conftest import PASSWORD, csrf_token, login, make_library, make_user
-
 from accounts.models import ApiToken, Role, User
+from conftest import PASSWORD, csrf_token, login, make_library, make_user
 
 
 def test_login_with_right_password_and_logout(client, db):

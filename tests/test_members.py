@@ -1,3 +1,6 @@
+from sqlalchemy import select
+
+from accounts.models import Role
 from conftest import (
     csrf_token,
     links_in,
@@ -7,9 +10,6 @@ from conftest import (
     make_subscriber,
     make_user,
 )
-from sqlalchemy import select
-
-from accounts.models import Role
 from subscribers.models import ConsentText, Membership, MembershipStatus, Subscriber
 from subscribers.services import join_club
 

@@ -1,5 +1,9 @@
 """The public pages, driven as a person (and a mail client) would."""
 
+from itsdangerous import URLSafeSerializer
+from sqlalchemy import select
+
+from accounts.models import Library
 from conftest import (
     csrf_token,
     links_in,
@@ -8,10 +12,6 @@ from conftest import (
     make_subscriber,
     outbox_messages,
 )
-from itsdangerous import URLSafeSerializer
-from sqlalchemy import select
-
-from accounts.models import Library
 from klubpost.security import sign
 from subscribers.models import Membership, MembershipStatus, Subscriber, Suppression
 from subscribers.public import unsubscribe_token

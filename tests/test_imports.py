@@ -1,0 +1,76 @@
+from sqlalchemy import func, select
+
+from conftest import make_club, make_library, make_subscriber
+from subscribers.imports import ImportRecord, import_records
+from subscribers.models import Membership, MembershipStatus, Subscriber
+from subscribers.services import erase, join_club, unsubscribe
+
+
+def test_import_records_reports_every_row(db):
+    library = make_library(db)
+    club = make_club(db, library)
+    member = make_subscriber(db, library, "member@example.dk")
+    join_club(db.session, club, member, source="t", consent_given=True)
+    gone = make_subscriber(db, library, "gone@example.dk")
+    unsubscribe(join_club(db.session, club, gone, source="t", consent_given=True))
+    make_subscriber(db, library, "known@example.dk", first_name="Known")
+    erase(db.session, make_subscriber(db, library, "erased@example.dk"))
+    db.session.commit()
+
+    records = [
+        ImportRecord(2, "new@example.dk", "Ny", tracking_consent=True),
+        ImportRecord(3, "not an address"),
+        ImportRecord(4, "NEW@example.dk"),
+        ImportRecord(5, "member@example.dk"),
+        ImportRecord(6, "gone@example.dk"),
+        ImportRecord(7, "Known@Example.dk", "Other name"),
+        ImportRecord(8, "erased@example.dk"),
+        ImportRecord(9, "lang@example.dk", language="xx"),
+    ]
+    report = import_records(
+        db.session, club, records, consent_given=True, source="import"
+    )
+    db.session.commit()
+
+    assert report.counts == {
+        "imported": 2,
+        "invalid_email": 1,
+        "duplicate": 1,
+        "already_member": 1,
+        "unsubscribed": 1,
+        "suppressed": 1,
+        "invalid_row": 1,
+    }
+    assert [i["row"] for i in report.issues] == [3, 4, 9, 5, 6, 8]
+    new = db.session.scalar(
+        select(Subscriber).where(Subscriber.email_key == "new@example.dk")
+    )
+    assert new.first_name == "Ny"
+    (membership,) = new.memberships
+    assert (
+        membership.status == MembershipStatus.CONFIRMED and membership.tracking_consent
+    )
+    known = db.session.scalar(
+        select(Subscriber).where(Subscriber.email_key == "known@example.dk")
+    )
+    assert known.first_name == "Known"  # existing people are not overwritten
+    assert known.memberships[0].club_id == club.id
+    gone_status = db.session.scalar(
+        select(Membership.status).where(Membership.subscriber_id == gone.id)
+    )
+    assert gone_status == MembershipStatus.UNSUBSCRIBED
+
+
+def test_import_without_consent_leaves_members_unconfirmed(db):
+    library = make_library(db)
+    club = make_club(db, library)
+    import_records(
+        db.session,
+        club,
+        [ImportRecord(2, "a@example.dk")],
+        consent_given=False,
+        source="i",
+    )
+    db.session.commit()
+    assert db.session.scalar(select(Membership.status)) == MembershipStatus.UNCONFIRMED
+    assert db.session.scalar(select(func.count()).select_from(Membership)) == 1
