@@ -45,3 +45,28 @@ class UserForm(FlaskForm):
 
 class TokenForm(FlaskForm):
     name = StringField(_l("Token name"), validators=[DataRequired(), Length(max=100)])
+
+
+TIMEZONE_CHOICES = [
+    SelectChoice(zone, zone)
+    for zone in (
+        "Europe/Copenhagen",
+        "Europe/Amsterdam",
+        "Europe/Brussels",
+        "Europe/Berlin",
+        "Europe/London",
+        "UTC",
+    )
+]
+
+
+class LibraryForm(FlaskForm):
+    name = StringField(_l("Name"), validators=[DataRequired(), Length(max=200)])
+    domain = StringField(
+        _l("Mail domain"), validators=[DataRequired(), Length(max=253)]
+    )
+    timezone = SelectField(_l("Time zone"), choices=TIMEZONE_CHOICES)
+    language = SelectField(
+        _l("Language"), choices=[c for c in LANGUAGE_CHOICES if c.value]
+    )
+    record_ip = BooleanField(_l("Keep the (truncated) IP address in consent records"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import (
     Blueprint,
     abort,
@@ -17,12 +19,16 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
 from accounts import services
-from accounts.forms import LoginForm, TokenForm, UserForm
+from accounts.forms import LibraryForm, LoginForm, TokenForm, UserForm
 from accounts.models import ApiToken, Library, Role, User
 from klubpost.auth import allowed_library_ids, current_library, get_owned, role_required
 from klubpost.db import db
 
 bp = Blueprint("accounts", __name__)
+
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -77,6 +83,27 @@ def switch_library():
         abort(404)
     session["library_id"] = library_id
     return redirect(url_for("subscribers.clubs"))
+
+
+@bp.route("/library/settings", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def library_settings():
+    """The library's own settings: name, mail domain, time zone, language, IPs."""
+    library = current_library()
+    form = LibraryForm(obj=library)
+    if form.validate_on_submit():
+        domain = form.domain.data.strip().lower()
+        if not DOMAIN_RE.match(domain):
+            form.domain.errors.append(_("Enter a domain name such as bibliotek.dk."))
+        else:
+            library.name, library.domain = form.name.data.strip(), domain
+            library.timezone, library.language = form.timezone.data, form.language.data
+            library.record_ip = form.record_ip.data
+            db.session.commit()
+            flash(_("Library settings saved."), "success")
+            return redirect(url_for("accounts.library_settings"))
+    status = 400 if form.errors else 200
+    return render_template("accounts/library.html", form=form, library=library), status
 
 
 @bp.get("/users")

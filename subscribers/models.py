@@ -46,7 +46,9 @@ class Club(db.Model):
 
     library: Mapped[Library] = relationship()
     consent_texts: Mapped[list[ConsentText]] = relationship(
-        back_populates="club", order_by="ConsentText.version"
+        back_populates="club",
+        order_by="ConsentText.version",
+        passive_deletes="all",  # the database cascades (see services.delete_club)
     )
 
 
@@ -150,9 +152,9 @@ class Membership(db.Model):
     tracking_consent: Mapped[bool] = mapped_column(default=False)
     # The consent record.
     consent_source: Mapped[str] = mapped_column(String(64))
-    consent_text_id: Mapped[int | None] = mapped_column(
-        ForeignKey("consent_text.id", ondelete="RESTRICT")
-    )
+    # NO ACTION (checked at the end of the statement): a consent text goes only
+    # together with its club, and the club's memberships go in the same cascade.
+    consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]

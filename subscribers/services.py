@@ -185,6 +185,16 @@ def update_club(session: Session, club: Club, **fields: Any) -> Club:
     return club
 
 
+def delete_club(session: Session, club: Club) -> None:
+    """Delete a club; the database cascades to its memberships and consent texts.
+
+    One DELETE statement, so the foreign keys between memberships and consent
+    texts are checked only once everything of the club is gone.
+    """
+    session.execute(delete(Club).where(Club.id == club.id))
+    session.expunge(club)
+
+
 def _check_slug_free(session: Session, library_id: int, slug: str) -> None:
     taken = session.scalar(
         select(Club.id).where(Club.library_id == library_id, Club.slug == slug)

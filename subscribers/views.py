@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 
 from accounts.models import Role
@@ -21,6 +22,20 @@ from subscribers.models import (
 )
 
 bp = Blueprint("subscribers", __name__)
+
+STATUS_LABELS = {
+    MembershipStatus.UNCONFIRMED: _l("unconfirmed"),
+    MembershipStatus.CONFIRMED: _l("confirmed"),
+    MembershipStatus.UNSUBSCRIBED: _l("unsubscribed"),
+    MembershipStatus.BOUNCED: _l("bounced"),
+}
+
+
+@bp.app_template_global()
+def status_label(status: MembershipStatus) -> str:
+    """A membership status in the page's language."""
+    return str(STATUS_LABELS[MembershipStatus(status)])
+
 
 CLUB_FIELDS = (
     "name",
@@ -117,6 +132,20 @@ def edit_club(club_id: int):
     return render_template("subscribers/club_form.html", form=form, club=club), (
         400 if form.errors else 200
     )
+
+
+@bp.post("/clubs/<int:club_id>/delete")
+@role_required(Role.ADMIN)
+def delete_club(club_id: int):
+    """Delete a club with its memberships (the people stay known to the library)."""
+    club = get_owned(Club, club_id)
+    if request.form.get("confirm_name", "").strip() != club.name:
+        flash(_("Type the club's name to confirm that it should be deleted."), "error")
+        return redirect(url_for("subscribers.edit_club", club_id=club.id))
+    services.delete_club(db.session, club)
+    db.session.commit()
+    flash(_("Club deleted."), "success")
+    return redirect(url_for("subscribers.clubs"))
 
 
 @bp.get("/clubs/<int:club_id>")

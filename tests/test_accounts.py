@@ -135,3 +135,31 @@ def test_api_token_is_shown_once_stored_hashed_and_revocable(client, db):
     response = api.get("/api/libraries", headers=headers)
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_admin_turns_on_ip_recording_and_validates_the_domain(client, db):
+    library = make_library(db)
+    login(client, make_user(db, library, Role.ADMIN))
+    form = {
+        "name": "Herning Bibliotekerne",
+        "domain": "not a domain",
+        "timezone": "Europe/Copenhagen",
+        "language": "da",
+        "record_ip": "y",
+    }
+    token = csrf_token(client, "/library/settings")
+    response = client.post("/library/settings", data={**form, "csrf_token": token})
+    assert response.status_code == 400
+    assert "Enter a domain name" in response.get_data(as_text=True)
+    db.session.refresh(library)
+    assert library.record_ip is False
+    form["domain"] = "herning-bib.dk"
+    client.post("/library/settings", data={**form, "csrf_token": token})
+    db.session.refresh(library)
+    assert library.record_ip is True and library.domain == "herning-bib.dk"
+
+
+def test_editor_cannot_change_library_settings(client, db):
+    library = make_library(db)
+    login(client, make_user(db, library, Role.EDITOR))
+    assert client.get("/library/settings").status_code == 403

@@ -259,3 +259,26 @@ def test_erasing_from_the_staff_ui_keeps_only_a_hash(client, db):
     )
     assert response.status_code == 400
     assert "erased" in response.get_data(as_text=True)
+
+
+def test_admin_deletes_a_club_after_typing_its_name(client, db):
+    library = make_library(db)
+    club = make_club(db, library, name="Familieklubben", slug="familie")
+    subscriber = make_subscriber(db, library)
+    join_club(db.session, club, subscriber, source="t", consent_given=True)
+    db.session.commit()
+    login(client, make_user(db, library, Role.ADMIN))
+    edit = f"/clubs/{club.id}/edit"
+    client.post(
+        f"/clubs/{club.id}/delete",
+        data={"confirm_name": "wrong", "csrf_token": csrf_token(client, edit)},
+    )
+    assert db.session.get(type(club), club.id) is not None
+    client.post(
+        f"/clubs/{club.id}/delete",
+        data={"confirm_name": "Familieklubben", "csrf_token": csrf_token(client, edit)},
+    )
+    db.session.expire_all()
+    assert db.session.get(type(club), club.id) is None
+    assert db.session.scalar(select(Membership)) is None  # cascaded, on SQLite too
+    assert db.session.get(Subscriber, subscriber.id) is not None

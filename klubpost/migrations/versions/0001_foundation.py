@@ -405,7 +405,6 @@ def upgrade():
             ["consent_text_id"],
             ["consent_text.id"],
             name=op.f("fk_membership_consent_text_id_consent_text"),
-            ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
             ["import_job_id"],
