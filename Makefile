@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test install install-test lint
+.PHONY: run test install install-test lint translations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,11 @@ test: install-test
 
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+## After changing user-facing text: refresh the catalogs, translate, then compile.
+translations: install-test
+	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output \
+		-o klubpost/translations/messages.pot klubpost accounts subscribers campaigns tracking
+	$(BIN)/pybabel update -i klubpost/translations/messages.pot -d klubpost/translations \
+		--no-location --ignore-obsolete
+	$(BIN)/pybabel compile -d klubpost/translations

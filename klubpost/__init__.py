@@ -43,9 +43,24 @@ def _register_blueprints(app: Flask) -> None:
     from subscribers.public import bp as public_bp
     from subscribers.views import bp as subscribers_bp
 
+    app.before_request(_start_clean)
     app.before_request(require_current_schema)
     app.register_blueprint(accounts_bp)
     app.register_blueprint(subscribers_bp)
     app.register_blueprint(public_bp)
     app.register_blueprint(subscribers_api_bp)
     app.register_blueprint(outbox_bp)
+
+
+def _start_clean() -> None:
+    """Let nothing of an earlier request in the same app context leak into this one.
+
+    Each request normally gets a fresh app context; tests and the CLI may share
+    one, and then the logged-in user, API user or language must not carry over.
+    """
+    from flask import g
+    from flask_babel import refresh
+
+    for name in ("_login_user", "api_user", "locale"):
+        g.pop(name, None)
+    refresh()
