@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, has_request_context, request
 from flask_babel import Babel
 
 
@@ -13,6 +13,8 @@ def select_locale() -> str:
     chosen = g.get("locale")
     if chosen in languages:
         return chosen
+    if not has_request_context():  # the CLI and the scheduler speak English
+        return "en"
     from flask_login import current_user
 
     if current_user and current_user.is_authenticated and current_user.language:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+from flask_babel import gettext as _
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -86,13 +87,15 @@ def normalize_email(raw: str) -> tuple[str, str]:
     """Validate an address; return it normalised and its lower-case key."""
     raw = (raw or "").strip()
     if not raw:
-        raise InvalidAddress("An e-mail address is required.", "email")
+        raise InvalidAddress(_("An e-mail address is required."), "email")
     if len(raw) > 320:
-        raise InvalidAddress("The e-mail address is too long.", "email")
+        raise InvalidAddress(_("The e-mail address is too long."), "email")
     try:
         valid = validate_email(raw, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise InvalidAddress(f"Not a valid e-mail address: {exc}", "email") from exc
+        raise InvalidAddress(
+            _("Not a valid e-mail address: %(reason)s", reason=str(exc)), "email"
+        ) from exc
     return valid.normalized, valid.normalized.lower()
 
 
@@ -141,11 +144,12 @@ def clean_club_fields(fields: dict[str, Any]) -> dict[str, Any]:
         slug = str(out["slug"] or "").strip().lower()
         if not SLUG_RE.match(slug):
             raise SubscriberError(
-                "Use 1-64 lower-case letters, digits and hyphens for the slug.", "slug"
+                _("Use 1-64 lower-case letters, digits and hyphens for the slug."),
+                "slug",
             )
         out["slug"] = slug
     if "language" in out and out["language"] not in LANGUAGES:
-        raise SubscriberError("Language must be one of da, nl, en.", "language")
+        raise SubscriberError(_("Language must be one of da, nl, en."), "language")
     for name in ("from_email", "reply_to"):
         if out.get(name):
             try:
@@ -154,11 +158,11 @@ def clean_club_fields(fields: dict[str, Any]) -> dict[str, Any]:
                 raise SubscriberError(exc.message, name) from exc
         elif name in out:
             if name == "from_email":
-                raise SubscriberError("A sender address is required.", name)
+                raise SubscriberError(_("A sender address is required."), name)
             out[name] = None
     for name in ("double_opt_in", "tracking_consent_required"):
         if name in out and not isinstance(out[name], bool):
-            raise SubscriberError("Must be true or false.", name)
+            raise SubscriberError(_("Must be true or false."), name)
     return out
 
 
@@ -200,7 +204,7 @@ def _check_slug_free(session: Session, library_id: int, slug: str) -> None:
         select(Club.id).where(Club.library_id == library_id, Club.slug == slug)
     )
     if taken:
-        raise AlreadyExists("Another club of this library has this slug.", "slug")
+        raise AlreadyExists(_("Another club of this library has this slug."), "slug")
 
 
 def current_consent_text(club: Club) -> ConsentText:
@@ -238,7 +242,7 @@ def clean_subscriber_fields(fields: dict[str, Any]) -> dict[str, Any]:
             out[name] = _text(fields[name] or "", name)
     if "language" in fields:
         if fields["language"] not in LANGUAGES:
-            raise SubscriberError("Language must be one of da, nl, en.", "language")
+            raise SubscriberError(_("Language must be one of da, nl, en."), "language")
         out["language"] = fields["language"]
     if "attributes" in fields:
         out["attributes"] = clean_attributes(fields["attributes"])
@@ -251,22 +255,28 @@ def clean_attributes(attributes: Any) -> dict[str, str]:
         return {}
     if not isinstance(attributes, dict):
         raise SubscriberError(
-            "Attributes must be an object of names and values.", "attributes"
+            _("Attributes must be an object of names and values."), "attributes"
         )
     if len(attributes) > MAX_ATTRIBUTES:
-        raise SubscriberError(f"At most {MAX_ATTRIBUTES} attributes.", "attributes")
+        raise SubscriberError(
+            _("At most %(count)d attributes.", count=MAX_ATTRIBUTES), "attributes"
+        )
     clean = {}
     for key, value in attributes.items():
         key = str(key).strip()
         if not key or len(key) > 64:
-            raise SubscriberError("Attribute names need 1-64 characters.", "attributes")
+            raise SubscriberError(
+                _("Attribute names need 1-64 characters."), "attributes"
+            )
         if isinstance(value, (dict, list)):
             raise SubscriberError(
-                f"Attribute {key!r} must be a plain value.", "attributes"
+                _("Attribute %(name)s must be a plain value.", name=key), "attributes"
             )
         value = "" if value is None else str(value)
         if len(value) > MAX_ATTRIBUTE_LENGTH:
-            raise SubscriberError(f"Attribute {key!r} is too long.", "attributes")
+            raise SubscriberError(
+                _("Attribute %(name)s is too long.", name=key), "attributes"
+            )
         clean[key] = value
     return clean
 
@@ -298,13 +308,15 @@ def create_subscriber(
     address, key = normalize_email(email)
     if not resubscribe and is_suppressed(session, library.id, key):
         raise Suppressed(
-            "This address was erased at the person's request "
-            "and cannot be added again.",
+            _(
+                "This address was erased at the person's request "
+                "and cannot be added again."
+            ),
             "email",
         )
     if find_subscriber(session, library.id, key):
         raise AlreadyExists(
-            "A subscriber with this e-mail address already exists.", "email"
+            _("A subscriber with this e-mail address already exists."), "email"
         )
     fields = clean_subscriber_fields(fields)
     fields.setdefault(
@@ -326,10 +338,12 @@ def update_subscriber(
         address, key = normalize_email(fields.pop("email"))
         if key != subscriber.email_key:
             if is_suppressed(session, subscriber.library_id, key):
-                raise Suppressed("This address was erased and cannot be used.", "email")
+                raise Suppressed(
+                    _("This address was erased and cannot be used."), "email"
+                )
             if find_subscriber(session, subscriber.library_id, key):
                 raise AlreadyExists(
-                    "Another subscriber has this e-mail address.", "email"
+                    _("Another subscriber has this e-mail address."), "email"
                 )
         subscriber.email, subscriber.email_key = address, key
     for name, value in clean_subscriber_fields(fields).items():
@@ -393,7 +407,7 @@ def join_club(
         )
     )
     if membership is not None and membership.status == MembershipStatus.CONFIRMED:
-        raise AlreadyExists("Already a confirmed member of this club.", "email")
+        raise AlreadyExists(_("Already a confirmed member of this club."), "email")
     confirmed = consent_given or not club.double_opt_in
     if membership is None:
         membership = Membership(subscriber=subscriber, club=club)
@@ -420,7 +434,12 @@ def change_status(membership: Membership, status: MembershipStatus) -> None:
         return
     if status not in MEMBERSHIP_TRANSITIONS[membership.status]:
         raise InvalidTransition(
-            f"A membership cannot go from {membership.status} to {status}.", "status"
+            _(
+                "A membership cannot go from %(old)s to %(new)s.",
+                old=membership.status.value,
+                new=status.value,
+            ),
+            "status",
         )
     now = utcnow()
     membership.status = status
@@ -580,18 +599,18 @@ def _text(
     value: Any, field: str, *, required: bool = False, limit: int = MAX_NAME
 ) -> str:
     if not isinstance(value, str):
-        raise SubscriberError("Must be text.", field)
+        raise SubscriberError(_("Must be text."), field)
     value = value.strip()
     if required and not value:
-        raise SubscriberError("This field is required.", field)
+        raise SubscriberError(_("This field is required."), field)
     if len(value) > limit:
-        raise SubscriberError(f"At most {limit} characters.", field)
+        raise SubscriberError(_("At most %(count)d characters.", count=limit), field)
     if any(ch in value for ch in "\r\n\x00") and field not in (
         "description",
         "consent_text",
         "tracking_text",
     ):
-        raise SubscriberError("Line breaks are not allowed here.", field)
+        raise SubscriberError(_("Line breaks are not allowed here."), field)
     return value
 
 
