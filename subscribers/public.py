@@ -118,9 +118,13 @@ def _sign_up(club: Club, form: SubscribeForm) -> None:
         send_confirmation(db.session, membership)
 
 
-@bp.get("/confirm/<token>")
+@bp.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str):
-    """The double opt-in link: confirms the membership."""
+    """The double opt-in link: GET asks, POST confirms.
+
+    Mail security scanners open every link in a message; if a GET confirmed,
+    they would confirm sign-ups that nobody made.
+    """
     try:
         (membership_id,) = unsign("confirm", token, 1)
     except InvalidToken:
@@ -131,7 +135,11 @@ def confirm(token: str):
             404, description=_("This sign-up no longer exists. Please sign up again.")
         )
     use_language(membership.subscriber.language or membership.club.language)
-    changed = services.confirm(membership)
+    if request.method == "GET" and membership.status == MembershipStatus.UNCONFIRMED:
+        return render_template(
+            "public/confirm.html", membership=membership, club=membership.club
+        )
+    changed = services.confirm(membership) if request.method == "POST" else False
     if changed:
         services.lift_suppression(db.session, membership.subscriber)
     db.session.commit()

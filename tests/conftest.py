@@ -260,3 +260,14 @@ def links_in(message: EmailMessage) -> list[str]:
 
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def confirm_from_mail(
+    client, message: EmailMessage, base: str = "http://klubpost.test"
+):
+    """Open the confirmation link of a mail and press its button, as a person does."""
+    link = next(url for url in links_in(message) if "/confirm/" in url)
+    path = link.removeprefix(base)
+    page = client.get(path)
+    assert page.status_code == 200
+    return client.post(path, data={"csrf_token": csrf_token(client, path)})
