@@ -32,6 +32,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     cli.init_app(app)
     _register_blueprints(app)
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind a reverse proxy: take the client address from X-Forwarded-For.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
 
 

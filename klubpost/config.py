@@ -50,6 +50,13 @@ def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[st
             )
         config["SECRET_KEY"] = development_secret_key(instance_path)
     config["BASE_URL"] = config["BASE_URL"].rstrip("/")
+    # Behind https, the session cookie must never travel over plain http.
+    config.setdefault(
+        "SESSION_COOKIE_SECURE", config["BASE_URL"].startswith("https://")
+    )
+    config["TRUSTED_PROXIES"] = int(
+        config.get("TRUSTED_PROXIES", os.environ.get("TRUSTED_PROXIES", 0))
+    )
     return config
 
 
