@@ -34,6 +34,7 @@ BLOCKS = {
 }
 HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 HIDDEN_STYLE = re.compile(r"display\s*:\s*none|mso-hide\s*:\s*all", re.I)
+SPACES = re.compile(r"[ \t\r\f\v]+")
 WIDTH = 76
 
 
@@ -107,8 +108,9 @@ class _TextMaker(HTMLParser):
     def flush(self) -> None:
         text = "".join(self.words)
         self.words = []
-        lines = [" ".join(line.split()) for line in text.split("\n")]
-        lines = [line for line in lines if line]
+        # Only ASCII whitespace collapses: no-break spaces (as in "7:00 PM") stay.
+        lines = [SPACES.sub(" ", line).strip(" ") for line in text.split("\n")]
+        lines = [line for line in lines if line.strip()]
         if not lines:
             self.heading, self.list_item = None, False
             return

@@ -15,7 +15,7 @@ import html as html_lib
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -412,7 +412,7 @@ def _context(content, blocks, brand, club, placeholders) -> dict:
         club={"name": club.name, "language": club.language},
         lang=club.language,
         recipient=recipient,
-        today=datetime.now().astimezone(),
+        today=datetime.now(UTC),
     )
     return context
 
@@ -541,6 +541,8 @@ def _mjml_error(exc: ValueError, mjml_source: str, source: str) -> RenderError:
         message = _("The MJML ends too early: an element is not closed.")
     elif detail.startswith("unexpected element"):
         message = _("Element not allowed here: “%(snippet)s”.", snippet=snippet)
+    elif detail.startswith("unexpected token"):
+        message = _("Unexpected text in the MJML: “%(snippet)s”.", snippet=snippet)
     elif detail.startswith("unable to parse"):
         message = _("The MJML has a malformed tag or attribute.")
     else:
@@ -575,9 +577,15 @@ def _tidy_head(mjml_source: str) -> str:
     return MJML_HEAD.sub(tidy, mjml_source, count=1)
 
 
+MJML_START = re.compile(r"\s*(?:<!--.*?-->\s*)*<mjml[\s>]", re.S | re.I)
+
+
 def _mjml_to_html(mjml_source: str, source: str) -> str:
+    if not MJML_START.match(mjml_source):
+        raise RenderError(_("The template must be MJML, starting with <mjml>."))
     _check_elements(mjml_source, source)
-    stripped, css = _inline_css(_tidy_head(mjml_source))
+    stripped, css = _inline_css(mjml_source)
+    stripped = _tidy_head(stripped)
     try:
         html = mjml.mjml2html(stripped, include_loader=_refuse_include)
     except ValueError as exc:
