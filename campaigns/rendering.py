@@ -427,10 +427,15 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
+@lru_cache(maxsize=64)
+def _compiled_template(source: str):
+    """Jinja's compiled template for `source` (compiling is most of its cost)."""
+    return _environment().from_string(source)
+
+
 def _render_template(source: str, context: dict) -> str:
-    env = _environment()
     try:
-        template = env.from_string(source)
+        template = _compiled_template(source)
     except TemplateSyntaxError as exc:
         line = exc.lineno if exc.name is None else None
         raise RenderError(_("Template error: %(e)s", e=exc.message), line) from exc
