@@ -309,6 +309,8 @@ def test_unsafe_or_broken_link_names_the_block(url):
     [
         ({"type": "event", "event_id": 99}, "Block 1 (event): event 99"),
         ({"type": "event"}, "Block 1 (event): no event chosen"),
+        ({"type": "event", "event_id": "x"}, "Block 1 (event): no event chosen"),
+        ({"type": "event", "event_id": "8"}, "Block 1 (event): event 8 is not"),
         ({"type": "text", "text": ""}, "Block 1 (text): “text” is empty"),
         ({"type": "text", "text": 5}, "Block 1 (text): “text” must be text"),
         ({"type": "links", "links": []}, "Block 1 (links): the list has no links"),
@@ -391,6 +393,7 @@ def test_mj_include_is_refused(include, tmp_path, monkeypatch):
         "brand.items.__self__.__class__",
         "'x' * 100000000",
         "range(10**12)|list",
+        "range(5000)|list",
     ],
 )
 def test_sandbox_refuses_python_internals(expression):
@@ -518,3 +521,17 @@ def test_builtin_templates_cover_every_kind_and_language():
     assert keys == {(k, lang) for k in KINDS for lang in LANGUAGES}
     names = {t.name for t in builtin_templates()}
     assert len(names) == 9
+
+
+def test_blocks_links_can_be_replaced_per_recipient():
+    compiled = compile_en(template("regular", "en"))
+    index = [link.url for link in compiled.links].index("https://b.example/1")
+    html, text = compiled.personalize(
+        recipient(), link_urls={index: "https://k.example/c/SIGNED?x=1&y=2"}
+    )
+    assert 'href="https://k.example/c/SIGNED?x=1&amp;y=2"' in html
+    assert "https://k.example/c/SIGNED?x=1&y=2" in text
+    assert 'href="https://b.example/1"' not in html
+    assert 'href="https://b.example/2"' in html  # the others keep their URL
+    plain, _text = compiled.personalize(recipient())
+    assert 'href="https://b.example/1"' in plain
