@@ -20,6 +20,8 @@ The last line is one JSON object with the headline figures.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -271,7 +273,8 @@ def _bench_library() -> tuple[int, str]:
     from klubpost.db import db
     from subscribers.services import create_club
 
-    upgrade()
+    with contextlib.redirect_stderr(io.StringIO()):  # Alembic's progress lines
+        upgrade()
     library = Library(
         name="Herning Bibliotekerne",
         slug="herning",
