@@ -65,6 +65,8 @@ def scheduler_command() -> None:
 
     _require_schema()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Not a line for every tick: our own log says what the scheduler did.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler.run(current_app._get_current_object())
 
 
