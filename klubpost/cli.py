@@ -22,7 +22,7 @@ def main() -> None:
 
 def init_app(app) -> None:
     """Add our commands to the app's `flask`/`klubpost` command group."""
-    for command in (demo, scheduler_command, dev):
+    for command in (demo, scheduler_command, dev, imports):
         app.cli.add_command(command)
 
 
@@ -66,6 +66,23 @@ def scheduler_command() -> None:
     _require_schema()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     scheduler.run(current_app._get_current_object())
+
+
+@click.group()
+def imports() -> None:
+    """CSV imports (normally run by the scheduler)."""
+
+
+@imports.command("run")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None)
+@with_appcontext
+def run_imports(batch_size: int | None) -> None:
+    """Process queued imports now, and take over those of a stopped runner."""
+    from subscribers.imports import run_pending_imports
+
+    _require_schema()
+    worked = run_pending_imports(db.session, batch_rows=batch_size)
+    click.echo(f"{worked} import(s) processed.")
 
 
 @click.command()
