@@ -17,6 +17,8 @@ from typing import Any
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
+from subscribers.services import MAX_ATTRIBUTES
+
 # The encodings a user may choose; "auto" tries UTF-8, then Windows-1252.
 ENCODINGS = {
     "utf-8": _l("UTF-8 (with or without BOM)"),
@@ -282,6 +284,10 @@ def check_roles(roles: list[str], columns: list[str]) -> None:
         raise CsvProblem(_("Choose what each column holds."))
     if "email" not in roles:
         raise CsvProblem(_("Choose the column that holds the e-mail addresses."))
+    if roles.count("attribute") > MAX_ATTRIBUTES:
+        raise CsvProblem(
+            _("At most %(count)d columns can be attributes.", count=MAX_ATTRIBUTES)
+        )
     for role in SINGLE_ROLES:
         if roles.count(role) > 1:
             raise CsvProblem(
