@@ -32,6 +32,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -740,7 +741,9 @@ def _sqlite_for_batches(session: Session, batches: bool) -> None:
     In WAL mode, synchronous=NORMAL skips the fsync at each commit and still
     cannot corrupt the database; a power cut may lose the last batches, but
     those lose their checkpoint with them, so the import simply redoes them.
-    A bigger page cache than the 2 MB default keeps the indexes in memory.
+    A bigger page cache than the 2 MB default keeps the indexes in memory, and
+    checkpointing the WAL every 40 MB instead of every 4 MB writes pages that
+    several batches change only once.
     """
     connection = session.connection()
     if connection.dialect.name != "sqlite":
@@ -748,17 +751,23 @@ def _sqlite_for_batches(session: Session, batches: bool) -> None:
     if batches:
         connection.exec_driver_sql("PRAGMA synchronous = NORMAL")
         connection.exec_driver_sql("PRAGMA cache_size = -65536")
+        connection.exec_driver_sql("PRAGMA wal_autocheckpoint = 10000")
     else:
         connection.exec_driver_sql("PRAGMA synchronous = FULL")
         connection.exec_driver_sql("PRAGMA cache_size = -2000")
+        connection.exec_driver_sql("PRAGMA wal_autocheckpoint = 1000")
 
 
 def _renew_lease(session: Session, job_id: int, owner: str) -> bool:
     """Extend our lease; False if another runner has taken the job over.
 
     On PostgreSQL this also locks the job's row until the batch commits, so no
-    other runner can take the job over halfway through a batch.
+    other runner can take the job over halfway through a batch. The batch's
+    commit need not wait for the disk (synchronous_commit off): a crash can
+    lose only whole batches together with their checkpoint, which are redone.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit = off"))
     lease = timedelta(seconds=_lease_seconds())
     return bool(
         session.execute(
