@@ -65,6 +65,8 @@ def scheduler_command() -> None:
 
     _require_schema()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Not a line for every tick: our own log says what the scheduler did.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler.run(current_app._get_current_object())
 
 
@@ -86,23 +88,32 @@ def run_imports(batch_size: int | None) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", default=5000, type=int)
+@click.option("--host", default="127.0.0.1", envvar="HOST", show_default=True)
+@click.option("--port", default=5000, type=int, envvar="PORT", show_default=True)
 @with_appcontext
 def dev(host: str, port: int) -> None:
     """Run the web app and the scheduler together, for development."""
+    from werkzeug.serving import run_simple
+
     from klubpost.demo import demo_logins
 
     _require_schema()
+    app = current_app._get_current_object()
+    env = dict(os.environ)
+    if not os.environ.get("BASE_URL"):
+        # Links in mails must lead to this server, on whatever port it listens.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        app.config["BASE_URL"] = env["BASE_URL"] = f"http://{shown}:{port}"
     logins = demo_logins(db.session)
     if logins:
         _print_logins(logins)
-    env = dict(os.environ)
     worker = subprocess.Popen(
         [sys.executable, "-m", "klubpost.cli", "scheduler"], env=env
     )
+    click.echo(f"Klubpost is at {app.config['BASE_URL']} (Ctrl+C stops it)")
     try:
-        current_app.run(host=host, port=port, debug=False, use_reloader=False)
+        # Not app.run(): Flask ignores that inside a `flask`/`klubpost` command.
+        run_simple(host, port, app, threaded=True, use_reloader=False)
     finally:
         worker.terminate()
         worker.wait(timeout=10)
