@@ -127,6 +127,32 @@ class SmtpSink:
         self.received: list[tuple[str, list[str], bytes]] = []
         self.port = _free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        # Set by tests: advertise PIPELINING; refuse recipients containing a key
+        # with its reply (e.g. {"full": "452 4.2.2 Mailbox full"}).
+        self.pipelining = False
+        self.refuse: dict[str, str] = {}
+        self.sessions = 0
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Shut the server down (once; a test may do it to simulate an outage)."""
+        if not self.stopped:
+            self.controller.stop()
+            self.stopped = True
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        self.sessions += 1
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+        for key, reply in self.refuse.items():
+            if key in address:
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
         self.received.append(
@@ -148,7 +174,7 @@ def smtp_server() -> Iterator[SmtpSink]:
     sink = SmtpSink()
     sink.controller.start()
     yield sink
-    sink.controller.stop()
+    sink.stop()
 
 
 @pytest.fixture
