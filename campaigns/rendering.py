@@ -15,7 +15,7 @@ import html as html_lib
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -390,7 +390,7 @@ def compile_newsletter(
     size = len(html.encode("utf-8"))
     return CompiledNewsletter(
         html_size=size,
-        warnings=_warnings(size, html_pieces),
+        warnings=_warnings(size, html_pieces) + _block_warnings(content.kind, blocks),
         links=links,
         language=club.language,
         _html=html_pieces,
@@ -676,6 +676,34 @@ def _warnings(size: int, pieces: _Pieces) -> list[str]:
         warnings.append(_("The newsletter has no link to the preferences page."))
     if "web_url" not in pieces.keys:
         warnings.append(_("The newsletter has no “view in browser” link."))
+    return warnings
+
+
+def _block_warnings(kind: str, blocks: list[dict]) -> list[str]:
+    """What an editor may want to fix: images without a text, past events."""
+    warnings = []
+    now = datetime.now(UTC)
+    for block in blocks:
+        if block["type"] == "image" and not block["alt"]:
+            warnings.append(
+                _(
+                    "Block %(number)d (image) has no text for readers who don't "
+                    "see images.",
+                    number=block["number"],
+                )
+            )
+        elif (
+            block["type"] == "event"
+            and kind == "before_event"
+            and (block["ends"] or block["starts"]) < now
+        ):
+            warnings.append(
+                _(
+                    "Block %(number)d (event): “%(title)s” has already taken place.",
+                    number=block["number"],
+                    title=block["title"],
+                )
+            )
     return warnings
 
 
