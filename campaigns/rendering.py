@@ -118,7 +118,7 @@ class Content:
     events: dict[int, EventInfo] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuiltinTemplate:
     """A template shipped with Klubpost, for one kind of newsletter and language."""
 
@@ -171,9 +171,13 @@ def _template_file(name: str) -> str:
     return resources.files("campaigns").joinpath("templates", name).read_text("utf-8")
 
 
-@lru_cache(maxsize=1)
 def builtin_templates() -> list[BuiltinTemplate]:
     """The shipped templates: each kind of newsletter in Danish, Dutch and English."""
+    return list(_builtin_templates())
+
+
+@lru_cache(maxsize=1)
+def _builtin_templates() -> tuple[BuiltinTemplate, ...]:
     templates = []
     for kind in KINDS:
         layout = _template_file(f"{kind}.mjml")
@@ -187,7 +191,7 @@ def builtin_templates() -> list[BuiltinTemplate]:
                     source=f'{{% set lang = "{language}" %}}\n{layout}',
                 )
             )
-    return templates
+    return tuple(templates)
 
 
 class _Sandbox(SandboxedEnvironment):
