@@ -15,7 +15,7 @@ import html as html_lib
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -118,7 +118,7 @@ class Content:
     events: dict[int, EventInfo] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuiltinTemplate:
     """A template shipped with Klubpost, for one kind of newsletter and language."""
 
@@ -171,9 +171,13 @@ def _template_file(name: str) -> str:
     return resources.files("campaigns").joinpath("templates", name).read_text("utf-8")
 
 
-@lru_cache(maxsize=1)
 def builtin_templates() -> list[BuiltinTemplate]:
     """The shipped templates: each kind of newsletter in Danish, Dutch and English."""
+    return list(_builtin_templates())
+
+
+@lru_cache(maxsize=1)
+def _builtin_templates() -> tuple[BuiltinTemplate, ...]:
     templates = []
     for kind in KINDS:
         layout = _template_file(f"{kind}.mjml")
@@ -187,7 +191,7 @@ def builtin_templates() -> list[BuiltinTemplate]:
                     source=f'{{% set lang = "{language}" %}}\n{layout}',
                 )
             )
-    return templates
+    return tuple(templates)
 
 
 class _Sandbox(SandboxedEnvironment):
@@ -390,7 +394,7 @@ def compile_newsletter(
     size = len(html.encode("utf-8"))
     return CompiledNewsletter(
         html_size=size,
-        warnings=_warnings(size, html_pieces),
+        warnings=_warnings(size, html_pieces) + _block_warnings(content.kind, blocks),
         links=links,
         language=club.language,
         _html=html_pieces,
@@ -676,6 +680,34 @@ def _warnings(size: int, pieces: _Pieces) -> list[str]:
         warnings.append(_("The newsletter has no link to the preferences page."))
     if "web_url" not in pieces.keys:
         warnings.append(_("The newsletter has no “view in browser” link."))
+    return warnings
+
+
+def _block_warnings(kind: str, blocks: list[dict]) -> list[str]:
+    """What an editor may want to fix: images without a text, past events."""
+    warnings = []
+    now = datetime.now(UTC)
+    for block in blocks:
+        if block["type"] == "image" and not block["alt"]:
+            warnings.append(
+                _(
+                    "Block %(number)d (image) has no text for readers who don't "
+                    "see images.",
+                    number=block["number"],
+                )
+            )
+        elif (
+            block["type"] == "event"
+            and kind == "before_event"
+            and (block["ends"] or block["starts"]) < now
+        ):
+            warnings.append(
+                _(
+                    "Block %(number)d (event): “%(title)s” has already taken place.",
+                    number=block["number"],
+                    title=block["title"],
+                )
+            )
     return warnings
 
 

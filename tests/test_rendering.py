@@ -28,11 +28,12 @@ KINDS = ("before_event", "after_event", "regular")
 
 
 def make_event(**overrides) -> EventInfo:
+    """An event far enough ahead that it is still to come whenever tests run."""
     values = {
         "title": "Democracy and algorithms",
         "description": "How do algorithms shape public debate?\n\nWith Anna Berg.",
-        "starts_at": datetime(2026, 12, 10, 18, 0, tzinfo=UTC),
-        "ends_at": datetime(2026, 12, 10, 20, 0, tzinfo=UTC),
+        "starts_at": datetime(2037, 12, 10, 18, 0, tzinfo=UTC),
+        "ends_at": datetime(2037, 12, 10, 20, 0, tzinfo=UTC),
         "timezone": "Europe/Copenhagen",
         "venue": "Main library, Herning",
         "image_url": "https://bibliotek.example.dk/img/debate.jpg",
@@ -188,9 +189,9 @@ def test_footer_links_are_visible_in_the_clubs_language(language):
 @pytest.mark.parametrize(
     ("language", "when"),
     [
-        ("da", "torsdag den 10. december 2026, 19.00–21.00"),
-        ("nl", "donderdag 10 december 2026, 19:00–21:00"),
-        ("en", "Thursday, December 10, 2026, 7:00\u202fPM–9:00\u202fPM"),
+        ("da", "torsdag den 10. december 2037, 19.00–21.00"),
+        ("nl", "donderdag 10 december 2037, 19:00–21:00"),
+        ("en", "Thursday, December 10, 2037, 7:00\u202fPM–9:00\u202fPM"),
     ],
 )
 def test_event_card_shows_local_time_in_the_clubs_language(language, when):
@@ -537,3 +538,31 @@ def test_blocks_links_can_be_replaced_per_recipient():
     assert 'href="https://b.example/2"' in html  # the others keep their URL
     plain, _text = compiled.personalize(recipient())
     assert 'href="https://b.example/1"' in plain
+
+
+def test_editor_is_warned_about_images_without_text_and_past_events():
+    blocks = [
+        {"type": "image", "url": "https://b.example/i.png", "alt": ""},
+        {"type": "event", "event_id": 7},
+    ]
+    past = make_event(
+        starts_at=datetime(2020, 1, 1, 18, tzinfo=UTC),
+        ends_at=datetime(2020, 1, 1, 20, tzinfo=UTC),
+    )
+    compiled = compile_en(
+        template("before_event", "en"),
+        kind="before_event",
+        blocks=blocks,
+        events={7: past},
+    )
+    assert compiled.warnings == [
+        "Block 1 (image) has no text for readers who don't see images.",
+        "Block 2 (event): “Democracy and algorithms” has already taken place.",
+    ]
+    after = compile_en(
+        template("after_event", "en"),
+        kind="after_event",
+        blocks=blocks[1:],
+        events={7: past},
+    )
+    assert after.warnings == []
