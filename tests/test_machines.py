@@ -27,7 +27,7 @@ THUNDERBIRD = (
         ("GET", IPHONE_MAIL, "2001:db8::1", "human"),
         (
             "GET",
-            "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.18129; Pro)",
+            "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.18129)",
             "192.0.2.10",
             "human",
         ),
