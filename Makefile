@@ -34,5 +34,5 @@ translations: install-test
 	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output \
 		-o klubpost/translations/messages.pot klubpost accounts subscribers campaigns tracking
 	$(BIN)/pybabel update -i klubpost/translations/messages.pot -d klubpost/translations \
-		--no-location --ignore-obsolete
+		--ignore-obsolete --width 88
 	$(BIN)/pybabel compile -d klubpost/translations

@@ -27,6 +27,16 @@ def preferences_url(subscriber_id: int) -> str:
 
 def send_confirmation(session: Session, membership: Membership) -> QueuedMail:
     """Queue the double opt-in mail, in the club's language, and try it at once."""
+    mail = queue_confirmation(session, membership)
+    session.commit()
+    # One immediate try; on failure the scheduler retries with back-off.
+    deliver_one(session, mail)
+    session.commit()
+    return mail
+
+
+def queue_confirmation(session: Session, membership: Membership) -> QueuedMail:
+    """Queue the double opt-in mail for the scheduler to send; does not commit."""
     club = membership.club
     subscriber = membership.subscriber
     language = subscriber.language or club.language
@@ -51,9 +61,4 @@ def send_confirmation(session: Session, membership: Membership) -> QueuedMail:
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
-    mail = queue_mail(session, msg, club.library_id)
-    session.commit()
-    # One immediate try; on failure the scheduler retries with back-off.
-    deliver_one(session, mail)
-    session.commit()
-    return mail
+    return queue_mail(session, msg, club.library_id)

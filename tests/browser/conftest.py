@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from conftest import ARTIFACTS, PASSWORD
 
@@ -74,12 +74,21 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: a failing test's output shows the test, not every request."""
+
+    def log_request(self, *args, **kwargs) -> None:
+        pass
+
+
 class LiveServer(threading.Thread):
     """A werkzeug server for `app` on a free port, in a daemon thread."""
 
     def __init__(self, app) -> None:
         super().__init__(daemon=True)
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler
+        )
         self.url = f"http://127.0.0.1:{self.server.port}"
 
     def run(self) -> None:
