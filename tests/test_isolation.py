@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from accounts.models import ApiToken, Consortium, Role
 from accounts.services import issue_token
+from campaigns.services import create_event
 from conftest import (
     csrf_token,
     login,
@@ -17,7 +18,7 @@ from klubpost.mail import OutboxMessage
 from subscribers.models import Club, ImportJob, Membership, Subscriber
 from subscribers.services import join_club
 
-STAFF_BLUEPRINTS = {"accounts", "subscribers", "outbox"}
+STAFF_BLUEPRINTS = {"accounts", "subscribers", "outbox", "campaigns"}
 
 
 @pytest.fixture
@@ -33,6 +34,9 @@ def other_library(db):
     message = OutboxMessage(
         library_id=library.id, sender="a@example.nl", recipients="b@example.nl", raw=b""
     )
+    event = create_event(
+        db.session, library, {"title": "Geheim", "starts_at": "2026-12-01T19:00"}
+    )
     db.session.add_all([job, message])
     db.session.commit()
     return {
@@ -43,6 +47,7 @@ def other_library(db):
         "token_id": token.id,
         "job_id": job.id,
         "message_id": message.id,
+        "event_id": event.id,
     }
 
 
