@@ -1,0 +1,358 @@
+"""The sending engine against a real SMTP server: schedule, audience, exactly once."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from campaigns import sending
+from campaigns.models import (
+    Campaign,
+    CampaignKind,
+    CampaignStatus,
+    Event,
+    ScheduleMode,
+    SendLog,
+    SendStatus,
+)
+from campaigns.rendering import builtin_templates
+from conftest import make_club, make_library, make_subscriber
+from klubpost.db import db as _db
+from subscribers.models import Membership, MembershipStatus
+from subscribers.services import join_club, unsubscribe
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _template_key(kind: str, language: str) -> str:
+    return next(
+        t.key for t in builtin_templates() if t.kind == kind and t.language == language
+    )
+
+
+def make_campaign(db, club, *, event=None, kind=CampaignKind.REGULAR, **kw) -> Campaign:
+    fields = dict(
+        library_id=club.library_id,
+        club_id=club.id,
+        kind=kind,
+        event_id=event.id if event else None,
+        subject="Nyt fra debatklubben",
+        preheader="Klima og kunst",
+        template_key=_template_key(kind.value, club.language),
+        blocks=[{"type": "text", "heading": "Hej", "text": "Vi ses på biblioteket."}],
+    )
+    fields.update(kw)
+    campaign = Campaign(**fields)
+    db.session.add(campaign)
+    db.session.commit()
+    return campaign
+
+
+def add_members(db, club, count: int, start: int = 0) -> list[Membership]:
+    members = []
+    for n in range(start, start + count):
+        subscriber = make_subscriber(
+            db, club.library, f"m{n}@example.dk", first_name=f"Medlem{n}"
+        )
+        members.append(
+            join_club(db.session, club, subscriber, source="test", consent_given=True)
+        )
+    db.session.commit()
+    return members
+
+
+@pytest.fixture
+def club(db):
+    library = make_library(db, timezone="Europe/Copenhagen")
+    return make_club(db, library)
+
+
+def _start_now(db, campaign) -> int:
+    sending.schedule(campaign, ScheduleMode.NOW, now=NOW)
+    db.session.commit()
+    started = sending.start_due(db.session, now=NOW)
+    assert started == [campaign.id]
+    return db.session.scalar(
+        select(func.count()).select_from(SendLog).filter_by(campaign_id=campaign.id)
+    )
+
+
+def _statuses(db, campaign) -> dict:
+    return dict(
+        db.session.execute(
+            select(SendLog.status, func.count())
+            .filter_by(campaign_id=campaign.id)
+            .group_by(SendLog.status)
+        ).all()
+    )
+
+
+# ----------------------------------------------------------------- schedule
+
+
+def test_fixed_and_event_relative_schedules_in_the_library_time_zone(db, club):
+    event = Event(
+        library_id=club.library_id,
+        title="Debat",
+        starts_at=datetime(2027, 3, 26, 18, 0, tzinfo=UTC),  # 19:00 in Copenhagen
+        ends_at=datetime(2027, 3, 26, 20, 0, tzinfo=UTC),
+    )
+    db.session.add(event)
+    db.session.commit()
+    before = make_campaign(db, club, event=event, kind=CampaignKind.BEFORE_EVENT)
+    after = make_campaign(db, club, event=event, kind=CampaignKind.AFTER_EVENT)
+    fixed = make_campaign(db, club)
+
+    due = sending.schedule(
+        before, ScheduleMode.BEFORE_EVENT, offset_minutes=3 * 24 * 60, now=NOW
+    )
+    assert due == datetime(2027, 3, 23, 18, 0, tzinfo=UTC)
+    assert sending.schedule(
+        after, ScheduleMode.AFTER_EVENT, offset_minutes=120, now=NOW
+    ) == (datetime(2027, 3, 26, 22, 0, tzinfo=UTC))
+    at = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+    assert sending.schedule(fixed, ScheduleMode.FIXED, send_at=at, now=NOW) == at
+    db.session.commit()
+    assert {c.status for c in (before, after, fixed)} == {CampaignStatus.SCHEDULED}
+
+    # The debate moves a week later: its newsletters move with it.
+    event.starts_at += timedelta(days=7)
+    event.ends_at += timedelta(days=7)
+    assert sending.follow_event(db.session, event, now=NOW) == 2
+    db.session.commit()
+    assert before.send_at == datetime(2027, 3, 30, 18, 0, tzinfo=UTC)
+    assert after.send_at == datetime(2027, 4, 2, 22, 0, tzinfo=UTC)
+    assert fixed.send_at == at
+
+
+def test_bad_schedules_are_refused_and_change_nothing(db, club):
+    campaign = make_campaign(db, club)
+    with pytest.raises(sending.SendingError, match="already passed"):
+        sending.schedule(
+            campaign, ScheduleMode.FIXED, send_at=NOW - timedelta(days=1), now=NOW
+        )
+    with pytest.raises(sending.SendingError, match="needs an event"):
+        sending.schedule(campaign, ScheduleMode.BEFORE_EVENT, now=NOW)
+    db.session.rollback()
+    assert campaign.status is CampaignStatus.DRAFT and campaign.send_at is None
+
+    nameless = make_campaign(db, club, subject="  ")
+    with pytest.raises(sending.SendingError, match="subject"):
+        sending.schedule(nameless, ScheduleMode.NOW, now=NOW)
+
+
+def test_transitions_follow_the_table(db, club):
+    campaign = make_campaign(db, club)
+    with pytest.raises(sending.SendingError):
+        sending.pause(campaign)
+    add_members(db, club, 2)
+    _start_now(db, campaign)
+    sending.pause(campaign)
+    sending.resume(campaign)
+    sending.cancel(db.session, campaign)
+    db.session.commit()
+    with pytest.raises(sending.SendingError):
+        sending.resume(campaign)
+    assert _statuses(db, campaign) == {SendStatus.SKIPPED: 2}
+
+
+def test_a_campaign_is_not_started_before_it_is_due(db, club):
+    campaign = make_campaign(db, club)
+    sending.schedule(
+        campaign, ScheduleMode.FIXED, send_at=NOW + timedelta(hours=1), now=NOW
+    )
+    db.session.commit()
+    assert sending.start_due(db.session, now=NOW) == []
+    assert sending.start_due(db.session, now=NOW + timedelta(hours=1)) == [campaign.id]
+
+
+# ----------------------------------------------------------------- audience
+
+
+def test_audience_is_the_confirmed_members_when_sending_starts(db, club):
+    confirmed = add_members(db, club, 5)
+    left = make_subscriber(db, club.library, "left@example.dk")
+    unsubscribe(join_club(db.session, club, left, source="t", consent_given=True))
+    pending = make_subscriber(db, club.library, "pending@example.dk")
+    join_club(db.session, club, pending, source="t")  # never confirmed
+    other_club = make_club(db, club.library, slug="vip")
+    add_members(db, other_club, 1, start=100)
+    db.session.commit()
+    campaign = make_campaign(db, club)
+
+    assert _start_now(db, campaign) == 5
+    add_members(db, club, 1, start=50)  # joins after the start: not mixed in
+    queued = db.session.scalars(
+        select(SendLog.subscriber_id).filter_by(campaign_id=campaign.id)
+    ).all()
+    assert sorted(queued) == sorted(m.subscriber_id for m in confirmed)
+
+
+# ----------------------------------------------------------------- sending
+
+
+def _sender(app, **kw):
+    return sending.Sender(app, connections=kw.pop("connections", 2), **kw)
+
+
+def test_every_member_gets_exactly_one_mail_with_the_list_headers(
+    smtp_app_config, smtp_server, app, db, club
+):
+    smtp_server.pipelining = True
+    add_members(db, club, 30)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+
+    sent = _sender(app, batch_size=7).run()
+
+    assert sent == 30
+    recipients = sorted(r[0] for _f, r, _d in smtp_server.received)
+    assert recipients == sorted(f"m{n}@example.dk" for n in range(30))
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.SENT and campaign.sent_at is not None
+    assert _statuses(db, campaign) == {SendStatus.SENT: 30}
+    message = next(
+        m for m in smtp_server.messages if m["To"].addresses[0].username == "m3"
+    )
+    assert message["Subject"] == "Nyt fra debatklubben"
+    assert message["List-Unsubscribe"].startswith("<http://klubpost.test/unsubscribe/")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert (
+        message["List-Id"]
+        == f"Her er debat <debat.{club.library.slug}.{club.library.domain}>"
+    )
+    assert message["Message-ID"] and message["Date"]
+    html = message.get_body(("html",)).get_content()
+    assert "Medlem3" in html and "Vi ses på biblioteket." in html
+    text = message.get_body(("plain",)).get_content()
+    assert "Vi ses på biblioteket." in text
+    envelope_from = next(
+        f for f, r, _d in smtp_server.received if r == ["m3@example.dk"]
+    )
+    log = db.session.scalar(
+        select(SendLog)
+        .filter_by(campaign_id=campaign.id, status=SendStatus.SENT)
+        .where(SendLog.message_id == message["Message-ID"])
+    )
+    assert envelope_from.startswith(f"bounces+{log.id}.")
+    progress = sending.progress(db.session, campaign)
+    assert (progress.total, progress.sent, progress.queued) == (30, 30, 0)
+
+
+def test_the_one_click_unsubscribe_link_in_the_mail_works(
+    smtp_app_config, smtp_server, app, db, club, client
+):
+    members = add_members(db, club, 1)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    _sender(app, connections=1).run()
+
+    url = smtp_server.messages[0]["List-Unsubscribe"].strip("<>")
+    response = client.post(
+        url.removeprefix("http://klubpost.test"),
+        data={"List-Unsubscribe": "One-Click"},
+    )
+    assert response.status_code == 200
+    db.session.expire_all()
+    assert members[0].status is MembershipStatus.UNSUBSCRIBED
+
+
+def test_a_member_who_leaves_during_the_send_gets_nothing_more(
+    smtp_app_config, smtp_server, app, db, club
+):
+    members = add_members(db, club, 4)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    unsubscribe(members[2])
+    db.session.commit()
+
+    _sender(app, connections=1).run()
+
+    received = {r[0] for _f, r, _d in smtp_server.received}
+    assert "m2@example.dk" not in received and len(received) == 3
+    assert _statuses(db, campaign) == {SendStatus.SENT: 3, SendStatus.SKIPPED: 1}
+
+
+def test_refusals_retry_fail_or_bounce_as_the_server_says(
+    smtp_app_config, smtp_server, app, db, club
+):
+    smtp_server.refuse = {
+        "m1@": "452 4.2.2 Mailbox full, try later",
+        "m2@": "550 5.1.1 No such user",
+        "m3@": "550 5.7.1 Message rejected as spam by policy",
+    }
+    members = add_members(db, club, 4)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+
+    _sender(app, connections=1).run()
+
+    db.session.expire_all()
+    logs = {
+        log.subscriber_id: log
+        for log in db.session.scalars(
+            select(SendLog).filter_by(campaign_id=campaign.id)
+        )
+    }
+    by_member = {m.subscriber.email: logs[m.subscriber_id] for m in members}
+    assert by_member["m0@example.dk"].status is SendStatus.SENT
+    full = by_member["m1@example.dk"]
+    assert full.status is SendStatus.QUEUED and full.next_attempt_at is not None
+    assert "Mailbox full" in full.last_error
+    assert by_member["m2@example.dk"].status is SendStatus.FAILED
+    assert members[2].status is MembershipStatus.BOUNCED  # the address is gone
+    assert by_member["m3@example.dk"].status is SendStatus.FAILED
+    assert members[3].status is MembershipStatus.CONFIRMED  # our problem, not theirs
+    assert campaign.status is CampaignStatus.SENDING  # m1 is still to come
+
+    # Later the mailbox has room again: the retry goes out and the campaign ends.
+    smtp_server.refuse = {}
+    full.next_attempt_at = sending.utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    _sender(app, connections=1).run()
+    db.session.expire_all()
+    assert full.status is SendStatus.SENT and full.attempts == 2
+    assert campaign.status is CampaignStatus.SENT
+
+
+def test_a_server_that_is_down_makes_the_campaign_wait_not_drop_mail(
+    app_config, smtp_server, db, club
+):
+    from klubpost import create_app
+
+    app_config["MAIL_URL"] = "smtp://127.0.0.1:1"  # nothing listens there
+    down_app = create_app(app_config)
+    add_members(db, club, 3)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+
+    assert sending.Sender(down_app, connections=1).run() == 0
+    db.session.expire_all()
+    rows = db.session.scalars(select(SendLog).filter_by(campaign_id=campaign.id)).all()
+    assert {(r.status, r.attempts) for r in rows} == {(SendStatus.QUEUED, 0)}
+    assert "cannot reach" in rows[0].last_error
+    assert campaign.status is CampaignStatus.SENDING
+
+    app_config["MAIL_URL"] = f"smtp://127.0.0.1:{smtp_server.port}"
+    up_app = create_app(app_config)
+    for row in rows:
+        row.next_attempt_at = None
+    db.session.commit()
+    assert sending.Sender(up_app, connections=1).run() == 3
+    assert len(smtp_server.received) == 3
+    for extra_app in (down_app, up_app):
+        with extra_app.app_context():
+            _db.engine.dispose()
+
+
+def test_in_development_mail_goes_to_the_outbox(app, db, club):
+    add_members(db, club, 2)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    assert _sender(app).run() == 2
+    from conftest import outbox_messages
+
+    assert sorted(str(m["To"]) for m in outbox_messages(db)) == [
+        "Medlem0 <m0@example.dk>",
+        "Medlem1 <m1@example.dk>",
+    ]
