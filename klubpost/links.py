@@ -10,10 +10,10 @@ from flask import current_app, has_request_context, url_for
 def external_url(endpoint: str, **values: Any) -> str:
     """The absolute URL of `endpoint` under the configured BASE_URL.
 
-    Works in a request and outside one (the scheduler and senders build links too).
+    Works outside a request too: the scheduler builds mails with links.
     """
     if has_request_context():
         path = url_for(endpoint, **values)
     else:
-        path = current_app.url_map.bind("").build(endpoint, values)
+        path = current_app.url_map.bind("localhost").build(endpoint, values)
     return current_app.config["BASE_URL"] + path

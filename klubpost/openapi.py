@@ -232,12 +232,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "consent_given": {"type": "boolean"},
             "total_rows": {"type": "integer"},
             "processed_rows": {"type": "integer"},
-            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "Rows per outcome; for unconfirmed new members also "
+                "`confirmation_mails_pending` and `confirmation_mails_queued`.",
+            },
             "error": {"type": ["string", "null"]},
             "created_at": TIMESTAMP,
             "started_at": NULLABLE_TIMESTAMP,
             "finished_at": NULLABLE_TIMESTAMP,
-            "confirmation_mails_queued": {"type": "integer"},
             "issues": {
                 "type": "array",
                 "items": _object(

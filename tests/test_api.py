@@ -571,7 +571,7 @@ def test_import_reports_every_row(db, as_role, herning):
     by_row = {i["row"]: i for i in job["issues"]}
     assert sorted(by_row) == [2, 3, 4, 5, 6, 7, 8]
     assert by_row[8]["outcome"] == "invalid_row" and "shoe_size" in by_row[8]["message"]
-    assert job["confirmation_mails_queued"] == 0
+    assert outbox_messages(db) == []
 
     shown = api.get(f"/api/imports/{job['id']}").get_json()
     assert shown["counts"] == job["counts"] and len(shown["issues"]) == 7
@@ -583,17 +583,56 @@ def test_import_reports_every_row(db, as_role, herning):
     assert kid.memberships[0].status == MembershipStatus.CONFIRMED
 
 
-def test_import_without_consent_queues_confirmation_mails(db, as_role, herning):
+def test_import_without_consent_sends_confirmation_mails_in_batches(
+    app, client, db, as_role, herning
+):
+    from scheduler import tick
+    from subscribers.mails import queue_import_confirmations
+
     club = herning[1]
     api = as_role(Role.EDITOR)
     records = [{"email": f"p{n}@example.dk"} for n in range(3)]
     response = api("POST", f"/api/clubs/{club.id}/imports", {"records": records})
     assert response.status_code == 201
-    assert response.get_json()["confirmation_mails_queued"] == 3
+    job = response.get_json()
+    assert job["counts"] == {"imported": 3, "confirmation_mails_pending": 3}
     statuses = db.session.scalars(select(Membership.status)).all()
     assert statuses == [MembershipStatus.UNCONFIRMED] * 3
+
+    assert queue_import_confirmations(db.session, limit=2) == 2
+    # Someone confirmed meanwhile (e.g. through an earlier mail): no mail for them.
+    last = db.session.scalars(select(Membership).order_by(Membership.id.desc())).first()
+    last.status = MembershipStatus.CONFIRMED
+    db.session.commit()
+    assert queue_import_confirmations(db.session, limit=2) == 0
+    assert queue_import_confirmations(db.session, limit=2) == 0
+    counts = api.get(f"/api/imports/{job['id']}").get_json()["counts"]
+    assert counts["confirmation_mails_pending"] == 0
+    assert counts["confirmation_mails_queued"] == 2
     recipients = db.session.scalars(select(QueuedMail.recipient)).all()
-    assert sorted(recipients) == ["p0@example.dk", "p1@example.dk", "p2@example.dk"]
+    assert sorted(recipients) == ["p0@example.dk", "p1@example.dk"]
+
+    tick(app)  # the scheduler sends what is queued
+    mails = outbox_messages(db)
+    assert sorted(m["To"] for m in mails) == ["p0@example.dk", "p1@example.dk"]
+    assert confirm_from_mail(client, mails[0]).status_code == 200
+    confirmed = db.session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.status == MembershipStatus.CONFIRMED)
+    )
+    assert confirmed == 2
+
+
+def test_the_scheduler_queues_import_confirmations(app, db, as_role, herning):
+    from scheduler import tick
+
+    api = as_role(Role.EDITOR)
+    records = [{"email": "late@example.dk"}]
+    api("POST", f"/api/clubs/{herning[1].id}/imports", {"records": records})
+    tick(app)
+    tick(app)
+    assert [m["To"] for m in outbox_messages(db)] == ["late@example.dk"]
 
 
 def test_import_request_limits(db, as_role, herning):
@@ -793,3 +832,13 @@ def test_openapi_document_matches_the_routes_and_is_valid(app, client):
         assert operation["summary"] and operation["responses"]
         if method in ("post", "patch") and "erase" not in path:
             assert "requestBody" in operation, (method, path)
+
+
+def test_docs_describe_every_endpoint(app):
+    from pathlib import Path
+
+    from klubpost.openapi import api_operations
+
+    docs = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    for path, method in api_operations(app):
+        assert f"`{method.upper()} {path}`" in docs, (method, path)
