@@ -41,8 +41,8 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy import Integer, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
-from werkzeug.routing import BuildError
 
+from campaigns import compose
 from campaigns.messages import MessageFrame, build_message
 from campaigns.models import (
     CAMPAIGN_TRANSITIONS,
@@ -53,16 +53,7 @@ from campaigns.models import (
     SendLog,
     SendStatus,
 )
-from campaigns.rendering import (
-    Brand,
-    ClubInfo,
-    CompiledNewsletter,
-    Content,
-    EventInfo,
-    LinkInfo,
-    Recipient,
-    compile_newsletter,
-)
+from campaigns.rendering import CompiledNewsletter, Recipient
 from campaigns.smtp import Envelope, Result, SmtpConnection, SmtpError
 from klubpost.db import db, utcnow
 from klubpost.links import external_url
@@ -547,7 +538,9 @@ class MemberLinks:
 def prepare(session: Session, campaign: Campaign) -> Prepared:
     """Render the campaign once and encode what all its mails share."""
     club, library = campaign.club, campaign.library
-    newsletter = compile_campaign(session, campaign)
+    newsletter, _warnings = compose.compile_draft(
+        session, campaign, compose.draft_of(campaign)
+    )
     domain = current_app.config["MAIL_FROM_DOMAIN"]
     frame = MessageFrame(
         from_name=club.from_name,
@@ -564,7 +557,7 @@ def prepare(session: Session, campaign: Campaign) -> Prepared:
         club_id=club.id,
         frame=frame,
         newsletter=newsletter,
-        web_url=web_version_url(campaign),
+        web_url=compose.web_url(campaign),
         links=MemberLinks(club.id),
     )
 
@@ -595,74 +588,6 @@ def envelope_for(prepared: Prepared, row: Claimed) -> tuple[Envelope, str]:
     return Envelope(
         row.send_id, built.envelope_from, row.email, built.data
     ), built.message_id
-
-
-def compile_campaign(session: Session, campaign: Campaign) -> CompiledNewsletter:
-    """Render a campaign's MJML once (raises RenderError)."""
-    from campaigns.services import builtin_by_key
-
-    library, club = campaign.library, campaign.club
-    if campaign.custom_mjml:
-        source = campaign.custom_mjml
-    elif campaign.template is not None:
-        source = campaign.template.source
-    else:
-        builtin = builtin_by_key(campaign.template_key)
-        if builtin is None:
-            raise SendingError("The campaign has no template.", "template")
-        source = builtin.source
-    event_ids = {b["event_id"] for b in campaign.blocks if b.get("type") == "event"}
-    if campaign.event_id:
-        event_ids.add(campaign.event_id)
-    events = {
-        event.id: event_info(event, library.timezone)
-        for event in session.scalars(
-            select(Event).where(Event.id.in_(event_ids), Event.library_id == library.id)
-        )
-    }
-    content = Content(
-        kind=campaign.kind.value,
-        subject=campaign.subject,
-        preheader=campaign.preheader,
-        blocks=campaign.blocks,
-        events=events,
-    )
-    brand = Brand(
-        library_name=library.name,
-        logo_url=library.logo_url,
-        primary_color=library.primary_color,
-        accent_color=library.accent_color,
-    )
-    return compile_newsletter(
-        source, content, brand, ClubInfo(club.name, club.language)
-    )
-
-
-def event_info(event: Event, timezone: str) -> EventInfo:
-    """An event as the renderer wants it."""
-    return EventInfo(
-        title=event.title,
-        description=event.description,
-        starts_at=event.starts_at,
-        ends_at=event.ends_at,
-        timezone=timezone,
-        venue=event.venue,
-        image_url=event.image_url,
-        ticket_url=event.ticket_url,
-        materials=[
-            LinkInfo(m["label"], m["url"], m.get("tag")) for m in event.materials or []
-        ],
-    )
-
-
-def web_version_url(campaign: Campaign) -> str:
-    """The campaign's "view in browser" page (no personal data in it)."""
-    try:
-        return external_url(
-            "campaigns_public.web_version", token=sign("web", campaign.id)
-        )
-    except BuildError:  # no web version page yet
-        return current_app.config["BASE_URL"] + "/"
 
 
 # ------------------------------------------------------------------ the sender

@@ -129,15 +129,26 @@ def library_zone(library: Library) -> str:
 # ----------------------------------------------------------------- checks
 
 
-def check_url(value: str | None, field: str, required: bool = False) -> str | None:
-    """An http(s) URL, or None when empty and not required."""
+def check_url(
+    value: Any, field: str, required: bool = False, mailto: bool = False
+) -> str | None:
+    """An http(s) URL (or a mailto: one if allowed), or None when empty."""
+    if value is not None and not isinstance(value, str):
+        raise CampaignError(_("Enter a link."), field)
     value = (value or "").strip()
     if not value:
         if required:
             raise CampaignError(_("Enter a link."), field)
         return None
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > 2000:
+    if mailto and parts.scheme == "mailto" and len(value) <= 2000 and parts.path:
+        return value
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or len(value) > 2000
+        or any(c.isspace() for c in value)
+    ):
         raise CampaignError(
             _("Enter a full link starting with https:// or http://."), field
         )
@@ -278,6 +289,11 @@ def apply_event(
         event.clubs = _own_clubs(session, library, data["club_ids"])
     if "materials" in data:
         event.materials = check_materials(data["materials"])
+    if event.id is not None:
+        from campaigns.sending import follow_event
+
+        # Newsletters timed relative to the event move with it.
+        follow_event(session, event)
     return event
 
 
@@ -465,15 +481,15 @@ def _check_block(session: Session, library: Library, block: Any) -> dict:
     if kind == "image":
         return {
             "type": "image",
-            "url": check_url(block.get("url"), "url", required=True),
+            "url": check_url(block.get("url"), "url"),
             "alt": check_text(block.get("alt"), "alt", 300),
-            "link": check_url(block.get("link"), "link"),
+            "link": check_url(block.get("link"), "link", mailto=True),
         }
     if kind == "button":
         return {
             "type": "button",
-            "label": check_text(block.get("label"), "label", 100, required=True),
-            "url": check_url(block.get("url"), "url", required=True),
+            "label": check_text(block.get("label"), "label", 100),
+            "url": check_url(block.get("url"), "url", mailto=True),
         }
     if kind == "event":
         event_id = block.get("event_id")
@@ -499,8 +515,8 @@ def _check_link(link: Any) -> dict:
     if not isinstance(link, dict):
         raise CampaignError(_("each link needs a label and a link."))
     return {
-        "label": check_text(link.get("label"), "label", 300, required=True),
-        "url": check_url(link.get("url"), "url", required=True),
+        "label": check_text(link.get("label"), "label", 300),
+        "url": check_url(link.get("url"), "url", mailto=True),
         "tag": check_text(link.get("tag"), "tag", 50) or None,
         "track": link.get("track") is not False,
     }

@@ -75,6 +75,6 @@ def _start_clean() -> None:
     from flask import g
     from flask_babel import refresh
 
-    for name in ("_login_user", "api_user", "locale"):
+    for name in ("_login_user", "api_user", "locale", "csrf_token"):
         g.pop(name, None)
     refresh()

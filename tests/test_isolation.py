@@ -5,7 +5,8 @@ from sqlalchemy import select
 
 from accounts.models import ApiToken, Consortium, Role
 from accounts.services import issue_token
-from campaigns.services import create_event
+from campaigns.models import Campaign, Template
+from campaigns.services import create_campaign, create_event
 from conftest import (
     csrf_token,
     login,
@@ -37,7 +38,18 @@ def other_library(db):
     event = create_event(
         db.session, library, {"title": "Geheim", "starts_at": "2026-12-01T19:00"}
     )
-    db.session.add_all([job, message])
+    template = Template(
+        library_id=library.id,
+        name="B",
+        kind="regular",
+        language="nl",
+        source="<mjml></mjml>",
+    )
+    db.session.add_all([job, message, template])
+    db.session.flush()
+    campaign = create_campaign(
+        db.session, club, user, {"kind": "regular", "subject": "Geheim"}
+    )
     db.session.commit()
     return {
         "club_id": club.id,
@@ -48,6 +60,8 @@ def other_library(db):
         "job_id": job.id,
         "message_id": message.id,
         "event_id": event.id,
+        "campaign_id": campaign.id,
+        "template_id": template.id,
     }
 
 
@@ -86,6 +100,9 @@ def test_every_object_url_of_another_library_is_404(app, client, db, other_libra
         db.session.get(Membership, other_library["membership_id"]).status == "confirmed"
     )
     assert db.session.get(ApiToken, other_library["token_id"]).revoked_at is None
+    campaign = db.session.get(Campaign, other_library["campaign_id"])
+    assert campaign.subject == "Geheim" and campaign.version == 1
+    assert db.session.get(Template, other_library["template_id"]) is not None
 
 
 def test_lists_show_only_the_own_library(client, db, other_library):
@@ -98,6 +115,8 @@ def test_lists_show_only_the_own_library(client, db, other_library):
     assert "b@example.nl" not in outbox
     users = client.get("/users").get_data(as_text=True)
     assert "utrecht" not in users
+    assert "Geheim" not in client.get("/events").get_data(as_text=True)
+    assert "B</a>" not in client.get("/templates").get_data(as_text=True)
     own_club = db.session.scalar(select(Club).where(Club.library_id == mine.id))
     search = client.get(f"/clubs/{own_club.id}?q=geheim").get_data(as_text=True)
     assert "geheim@example.nl" not in search

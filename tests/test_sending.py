@@ -356,3 +356,22 @@ def test_in_development_mail_goes_to_the_outbox(app, db, club):
         "Medlem0 <m0@example.dk>",
         "Medlem1 <m1@example.dk>",
     ]
+
+
+def test_editing_the_event_moves_its_scheduled_newsletter(db, club):
+    from campaigns.services import apply_event, create_event
+
+    event = create_event(
+        db.session, club.library, {"title": "Debat", "starts_at": "2027-03-26T19:00"}
+    )
+    db.session.commit()
+    campaign = make_campaign(db, club, event=event, kind=CampaignKind.BEFORE_EVENT)
+    sending.schedule(campaign, ScheduleMode.BEFORE_EVENT, offset_minutes=60, now=NOW)
+    db.session.commit()
+    assert campaign.send_at == datetime(2027, 3, 26, 17, 0, tzinfo=UTC)
+
+    apply_event(db.session, event, club.library, {"starts_at": "2027-04-02T19:00"})
+    db.session.commit()
+
+    # 19:00 in Copenhagen is 17:00 UTC after the clocks went forward.
+    assert campaign.send_at == datetime(2027, 4, 2, 16, 0, tzinfo=UTC)
