@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
+from flask_babel import gettext as _
 from sqlalchemy import Integer, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -88,9 +89,21 @@ def change_status(campaign: Campaign, new: CampaignStatus) -> None:
     """Move the campaign to `new` if the transition table allows it."""
     if new not in CAMPAIGN_TRANSITIONS[campaign.status]:
         raise SendingError(
-            f"A {campaign.status.value} campaign can't become {new.value}.", "status"
+            _(
+                "A campaign that is %(old)s can't become %(new)s.",
+                old=campaign.status.value,
+                new=new.value,
+            ),
+            "status",
         )
     campaign.status = new
+
+
+def unschedule(campaign: Campaign) -> None:
+    """Take a scheduled campaign back to a draft (it can be edited again)."""
+    change_status(campaign, CampaignStatus.DRAFT)
+    campaign.schedule_mode = None
+    campaign.send_at = None
 
 
 def pause(campaign: Campaign) -> None:
@@ -123,11 +136,13 @@ def due_time(campaign: Campaign, now: datetime) -> datetime:
         return now
     if mode is ScheduleMode.FIXED:
         if campaign.send_at is None:
-            raise SendingError("Choose the date and time to send.", "send_at")
+            raise SendingError(_("Choose the date and time to send."), "send_at")
         return campaign.send_at
     event = campaign.event
     if event is None:
-        raise SendingError("A schedule relative to an event needs an event.", "event")
+        raise SendingError(
+            _("A schedule relative to an event needs an event."), "event"
+        )
     if mode is ScheduleMode.BEFORE_EVENT:
         return event.starts_at - offset
     return (event.ends_at or event.starts_at) + offset
@@ -144,20 +159,20 @@ def schedule(
     """Schedule a draft (or move a scheduled campaign); returns the due time."""
     now = now or utcnow()
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
-        raise SendingError("Only drafts and scheduled campaigns can be scheduled.")
+        raise SendingError(_("Only drafts and scheduled campaigns can be scheduled."))
     if not campaign.subject.strip():
         raise SendingError(
-            "The newsletter needs a subject before it is sent.", "subject"
+            _("The newsletter needs a subject before it is sent."), "subject"
         )
     if not 0 <= offset_minutes <= 60 * 24 * 90:
-        raise SendingError("The offset must be between 0 and 90 days.", "offset")
+        raise SendingError(_("The offset must be between 0 and 90 days."), "offset")
     campaign.schedule_mode = mode
     campaign.offset_minutes = offset_minutes
     if mode is ScheduleMode.FIXED:
         campaign.send_at = send_at
     due = due_time(campaign, now)
     if mode is not ScheduleMode.NOW and due < now - timedelta(minutes=1):
-        raise SendingError("That time has already passed.", "send_at")
+        raise SendingError(_("That time has already passed."), "send_at")
     campaign.send_at = due
     if campaign.status is CampaignStatus.DRAFT:
         change_status(campaign, CampaignStatus.SCHEDULED)

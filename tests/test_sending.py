@@ -375,3 +375,77 @@ def test_editing_the_event_moves_its_scheduled_newsletter(db, club):
 
     # 19:00 in Copenhagen is 17:00 UTC after the clocks went forward.
     assert campaign.send_at == datetime(2027, 4, 2, 16, 0, tzinfo=UTC)
+
+
+# ----------------------------------------------------------------- the web UI
+
+
+def _editor_login(client, db, club):
+    from accounts.models import Role
+    from conftest import login, make_user
+
+    user = make_user(db, club.library, Role.EDITOR)
+    login(client, user)
+    return user
+
+
+def test_an_editor_schedules_pauses_resumes_and_watches_a_send(client, db, club):
+    from conftest import csrf_token
+
+    add_members(db, club, 3)
+    campaign = make_campaign(db, club)
+    _editor_login(client, db, club)
+    page = f"/campaigns/{campaign.id}"
+    token = csrf_token(client, page)
+
+    response = client.post(
+        f"{page}/schedule",
+        data={"csrf_token": token, "mode": "fixed", "send_at": "2030-05-01T09:30"},
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    # 09:30 in Copenhagen (summer time) is 07:30 UTC.
+    assert campaign.send_at == datetime(2030, 5, 1, 7, 30, tzinfo=UTC)
+    html = client.get(page).get_data(as_text=True)
+    assert "Scheduled for 2030-05-01 09:30" in html
+
+    client.post(f"{page}/unschedule", data={"csrf_token": token})
+    client.post(f"{page}/schedule", data={"csrf_token": token, "mode": "now"})
+    sending.start_due(db.session)
+    assert client.post(f"{page}/pause", data={"csrf_token": token}).status_code == 302
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.PAUSED
+    data = client.get(f"{page}/progress").get_json()
+    assert (data["status"], data["total"], data["queued"]) == ("paused", 3, 3)
+    html = client.get(page).get_data(as_text=True)
+    assert 'id="send-progress"' in html and "Resume" in html
+
+    client.post(f"{page}/resume", data={"csrf_token": token})
+    client.post(f"{page}/cancel", data={"csrf_token": token})
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.CANCELLED
+
+
+def test_bad_schedule_input_is_a_clear_400_and_changes_nothing(client, db, club):
+    from conftest import csrf_token
+
+    campaign = make_campaign(db, club)
+    _editor_login(client, db, club)
+    page = f"/campaigns/{campaign.id}"
+    token = csrf_token(client, page)
+
+    for data, message in [
+        ({"mode": "fixed", "send_at": "2001-01-01T10:00"}, "already passed"),
+        ({"mode": "fixed", "send_at": "next tuesday"}, "Enter a date and time"),
+        ({"mode": "fixed"}, "Choose the date and time"),
+        ({"mode": "before_event", "offset_hours": "2"}, "needs an event"),
+        ({"mode": "whenever"}, "When"),
+        ({"mode": "now", "offset_hours": "-5"}, "Hours"),
+    ]:
+        response = client.post(f"{page}/schedule", data={"csrf_token": token, **data})
+        assert response.status_code == 400, data
+        assert message in response.get_data(as_text=True), data
+    assert client.post(f"{page}/pause", data={"csrf_token": token}).status_code == 400
+    assert client.post(f"{page}/schedule", data={"mode": "now"}).status_code == 400
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.DRAFT and campaign.send_at is None
