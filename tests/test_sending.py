@@ -449,3 +449,58 @@ def test_bad_schedule_input_is_a_clear_400_and_changes_nothing(client, db, club)
     assert client.post(f"{page}/schedule", data={"mode": "now"}).status_code == 400
     db.session.expire_all()
     assert campaign.status is CampaignStatus.DRAFT and campaign.send_at is None
+
+
+# ----------------------------------------------------------------- the JSON API
+
+
+def test_the_api_schedules_steers_and_reports_progress(client, db, club):
+    from accounts.models import Role
+    from accounts.services import issue_token
+    from conftest import make_user
+
+    def headers(role):
+        _t, clear = issue_token(db.session, make_user(db, club.library, role), "t")
+        db.session.commit()
+        return {"Authorization": f"Bearer {clear}"}
+
+    editor, staff = headers(Role.EDITOR), headers(Role.STAFF)
+    add_members(db, club, 2)
+    campaign = make_campaign(db, club)
+    url = f"/api/campaigns/{campaign.id}"
+
+    response = client.post(
+        f"{url}/schedule",
+        json={"mode": "fixed", "send_at": "2030-05-01T09:30"},
+        headers=editor,
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "scheduled"
+    assert body["send_at"] == "2030-05-01T07:30:00+00:00"
+    assert client.post(f"{url}/pause", headers=staff).status_code == 403
+
+    response = client.post(f"{url}/pause", headers=editor)
+    assert response.status_code == 409
+    assert response.get_json()["error"]["field"] == "status"
+
+    for path, payload, field in [
+        ("schedule", {"mode": "soon"}, "mode"),
+        ("schedule", {"mode": "before_event", "offset_minutes": "3"}, "offset"),
+        ("schedule", {"mode": "fixed", "send_at": "yesterday"}, "send_at"),
+    ]:
+        client.post(f"{url}/unschedule", headers=editor)
+        response = client.post(f"{url}/{path}", json=payload, headers=editor)
+        assert response.status_code == 422, payload
+        assert response.get_json()["error"]["field"] == field
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.DRAFT
+
+    client.post(f"{url}/schedule", json={"mode": "now"}, headers=editor)
+    sending.start_due(db.session)
+    assert client.post(f"{url}/pause", headers=editor).get_json()["status"] == "paused"
+    progress = client.get(f"{url}/progress", headers=staff).get_json()["progress"]
+    assert (progress["total"], progress["queued"], progress["sent"]) == (2, 2, 0)
+    assert client.post(f"{url}/cancel", headers=editor).get_json()["status"] == (
+        "cancelled"
+    )
