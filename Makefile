@@ -35,5 +35,5 @@ translations: install-test
 	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output \
 		-o klubpost/translations/messages.pot klubpost accounts subscribers campaigns tracking
 	$(BIN)/pybabel update -i klubpost/translations/messages.pot -d klubpost/translations \
-		--ignore-obsolete --width 88
+		--ignore-obsolete --no-fuzzy-matching --width 88
 	$(BIN)/pybabel compile -d klubpost/translations

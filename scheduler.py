@@ -6,10 +6,14 @@ Nothing is kept in memory between ticks, so a restart loses nothing.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import time
+from pathlib import Path
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
+from sqlalchemy import text
 
 from klubpost.db import db
 from klubpost.mail import deliver_queued
@@ -33,9 +37,35 @@ def tick(app: Flask) -> None:
             db.session.remove()
 
 
+def send_campaigns(app: Flask) -> None:
+    """Start the campaigns that are due, then send until nothing is due now."""
+    from campaigns.sending import Sender, start_due
+
+    with app.app_context():
+        try:
+            start_due(db.session)
+        finally:
+            db.session.remove()
+    Sender(app).run()
+
+
 def run(app: Flask) -> None:
-    """Run the scheduler until interrupted."""
+    """Run the scheduler until interrupted; stand by while another one runs."""
+    with app.app_context(), SchedulerLock(app):
+        _run(app)
+
+
+def _run(app: Flask) -> None:
     scheduler = BlockingScheduler(timezone="UTC")
+    scheduler.add_job(
+        send_campaigns,
+        "interval",
+        seconds=TICK_SECONDS,
+        args=[app],
+        max_instances=1,
+        coalesce=True,
+        id="send",
+    )
     scheduler.add_job(
         tick,
         "interval",
@@ -47,3 +77,54 @@ def run(app: Flask) -> None:
     )
     log.info("scheduler running; ticking every %s s", TICK_SECONDS)
     scheduler.start()
+
+
+class SchedulerLock:
+    """Only one scheduler acts at a time: the others wait until it is gone.
+
+    On PostgreSQL a session-level advisory lock (released by the server when the
+    holder's connection dies, even after kill -9); on SQLite, which lives on one
+    machine, an exclusive lock on a file in the instance folder.
+    """
+
+    KEY = 0x6B6C7562  # "klub"
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self._connection = None
+        self._file = None
+
+    def __enter__(self) -> SchedulerLock:
+        waiting = False
+        while not self._acquire():
+            if not waiting:
+                log.info("another scheduler is active; standing by")
+                waiting = True
+            time.sleep(5)
+        return self
+
+    def _acquire(self) -> bool:
+        if db.engine.dialect.name == "postgresql":
+            self._connection = db.engine.connect()
+            got = self._connection.scalar(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": self.KEY}
+            )
+            self._connection.commit()
+            if not got:
+                self._connection.close()
+            return bool(got)
+        path = Path(self.app.instance_path) / "scheduler.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("w")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            return False
+        return True
+
+    def __exit__(self, *exc_info) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        if self._file is not None:
+            self._file.close()

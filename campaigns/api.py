@@ -15,8 +15,8 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from accounts.models import Library, Role
-from campaigns import compose, services
-from campaigns.models import Campaign, Event
+from campaigns import compose, sending, services
+from campaigns.models import Campaign, Event, ScheduleMode
 from klubpost.auth import allowed_library_ids, user_for_token
 from klubpost.db import db
 from klubpost.errors import ApiError
@@ -337,3 +337,88 @@ def test_send(campaign_id: int):
             "queued": [m.recipient for m in mails if m.status != "sent"],
         }
     )
+
+
+# ----------------------------------------------------------------- sending
+
+
+def _schedule_json(campaign: Campaign) -> dict[str, Any]:
+    state = sending.progress(db.session, campaign)
+    return {
+        **services.campaign_data(campaign),
+        "schedule_mode": campaign.schedule_mode.value
+        if campaign.schedule_mode
+        else None,
+        "offset_minutes": campaign.offset_minutes,
+        "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
+        "progress": state.as_dict(),
+    }
+
+
+def _steer(campaign_id: int, action) -> Any:
+    _require(Role.EDITOR)
+    campaign = _owned(Campaign, campaign_id, _("campaign"))
+    try:
+        action(campaign)
+    except (sending.SendingError, services.CampaignError) as exc:
+        db.session.rollback()
+        status = 409 if exc.field in (None, "status") else 422
+        code = "conflict" if status == 409 else "invalid"
+        raise ApiError(status, code, exc.message, exc.field) from None
+    db.session.commit()
+    return jsonify(_schedule_json(campaign))
+
+
+@bp.post("/campaigns/<int:campaign_id>/schedule")
+def schedule_campaign(campaign_id: int):
+    """Schedule a draft: now, at `send_at`, or relative to its event."""
+    _require(Role.EDITOR)
+    _owned(Campaign, campaign_id, _("campaign"))  # 404 before looking at the body
+    data = _campaign_fields(_body(), {"mode", "send_at", "offset_minutes"})
+
+    def act(campaign: Campaign) -> None:
+        try:
+            mode = ScheduleMode(data.get("mode"))
+        except ValueError:
+            raise sending.SendingError(
+                _("Choose now, fixed, before_event or after_event."), "mode"
+            ) from None
+        offset = data.get("offset_minutes", 0)
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise sending.SendingError(_("Give the offset in whole minutes."), "offset")
+        zone = services.library_zone(campaign.library)
+        at = services.parse_local(data.get("send_at"), zone, "send_at")
+        sending.schedule(campaign, mode, send_at=at, offset_minutes=offset)
+
+    return _steer(campaign_id, act)
+
+
+@bp.post("/campaigns/<int:campaign_id>/unschedule")
+def unschedule_campaign(campaign_id: int):
+    """Take a scheduled campaign back to a draft."""
+    return _steer(campaign_id, sending.unschedule)
+
+
+@bp.post("/campaigns/<int:campaign_id>/pause")
+def pause_campaign(campaign_id: int):
+    """Pause a campaign that is sending."""
+    return _steer(campaign_id, sending.pause)
+
+
+@bp.post("/campaigns/<int:campaign_id>/resume")
+def resume_campaign(campaign_id: int):
+    """Resume a paused campaign."""
+    return _steer(campaign_id, sending.resume)
+
+
+@bp.post("/campaigns/<int:campaign_id>/cancel")
+def cancel_campaign(campaign_id: int):
+    """Cancel a scheduled, sending or paused campaign for good."""
+    return _steer(campaign_id, lambda c: sending.cancel(db.session, c))
+
+
+@bp.get("/campaigns/<int:campaign_id>/progress")
+def campaign_progress(campaign_id: int):
+    """The schedule and the sending progress of a campaign."""
+    campaign = _owned(Campaign, campaign_id, _("campaign"))
+    return jsonify(_schedule_json(campaign))

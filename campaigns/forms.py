@@ -6,13 +6,15 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    DecimalField,
+    RadioField,
     SelectField,
     SelectMultipleField,
     StringField,
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 KIND_CHOICES = [
@@ -76,3 +78,23 @@ class TestSendForm(FlaskForm):
         validators=[DataRequired(), Length(max=2000)],
     )
     subscriber_id = SelectField(_l("Personalise as"), choices=[])
+
+
+class ScheduleForm(FlaskForm):
+    mode = RadioField(
+        _l("When"),
+        choices=[
+            SelectChoice("now", _l("Now")),
+            SelectChoice("fixed", _l("At a date and time")),
+            SelectChoice("before_event", _l("Before the event starts")),
+            SelectChoice("after_event", _l("After the event ends")),
+        ],
+        default="now",
+        validators=[DataRequired()],
+    )
+    send_at = StringField(_l("Date and time"), validators=[Optional(), Length(max=40)])
+    offset_hours = DecimalField(
+        _l("Hours before or after the event"),
+        places=None,
+        validators=[Optional(), NumberRange(min=0, max=24 * 90)],
+    )

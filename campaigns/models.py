@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -40,6 +41,15 @@ class CampaignStatus(enum.StrEnum):
     PAUSED = "paused"
     SENT = "sent"
     CANCELLED = "cancelled"
+
+
+class ScheduleMode(enum.StrEnum):
+    """How a campaign's sending time is chosen."""
+
+    NOW = "now"
+    FIXED = "fixed"  # at a date and time in the library's time zone
+    BEFORE_EVENT = "before_event"  # offset_minutes before the event starts
+    AFTER_EVENT = "after_event"  # offset_minutes after the event ends
 
 
 # The status changes a campaign may make (the sending engine drives all but the
@@ -182,6 +192,14 @@ class Campaign(db.Model):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Scheduling (see campaigns/sending.py): when it is due, and how that was
+    # chosen; relative schedules follow their event when it moves.
+    schedule_mode: Mapped[ScheduleMode | None] = mapped_column(
+        str_enum(ScheduleMode, "schedule_mode")
+    )
+    offset_minutes: Mapped[int] = mapped_column(default=0)
+    send_at: Mapped[datetime | None] = mapped_column(index=True)
+    started_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
 
     __mapper_args__ = {"version_id_col": version}
@@ -192,3 +210,45 @@ class Campaign(db.Model):
     template: Mapped[Template | None] = relationship()
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
     updated_by: Mapped[User | None] = relationship(foreign_keys=[updated_by_id])
+
+
+class SendStatus(enum.StrEnum):
+    """Where one member's copy of a campaign stands."""
+
+    QUEUED = "queued"  # waiting (or claimed by a sender, see claimed_until)
+    SENT = "sent"  # the SMTP server accepted it
+    FAILED = "failed"  # refused for good, or too many temporary failures
+    BOUNCED = "bounced"  # accepted, then bounced back (a DSN arrived)
+    SKIPPED = "skipped"  # the member left the club before their turn came
+
+
+class SendLog(db.Model):
+    """One member's copy of one campaign: sent exactly once, and what happened."""
+
+    __tablename__ = "send_log"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        Index("ix_send_log_work", "campaign_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign.id", ondelete="CASCADE")
+    )
+    # Erasing a member keeps the row (for the campaign's figures) without them.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="SET NULL")
+    )
+    membership_id: Mapped[int | None] = mapped_column(
+        ForeignKey("membership.id", ondelete="SET NULL")
+    )
+    status: Mapped[SendStatus] = mapped_column(
+        str_enum(SendStatus, "send_status"), default=SendStatus.QUEUED
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    # A sender's lease on the row; an expired lease means the sender died.
+    claimed_until: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]

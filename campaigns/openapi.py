@@ -328,4 +328,94 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/api/campaigns/{campaign_id}/schedule": {
+        "parameters": [_id("campaign_id")],
+        "post": {
+            "tags": _CAMPAIGN,
+            "summary": "Schedule a draft: now, at a time, or relative to its event",
+            "requestBody": {"required": True, **_json(_ref("Schedule"))},
+            "responses": {
+                "200": {"description": "Scheduled", **_json(_ref("Sending"))},
+                **_errors(*_WRITE, 409),
+            },
+        },
+    },
+    **{
+        f"/api/campaigns/{{campaign_id}}/{action}": {
+            "parameters": [_id("campaign_id")],
+            "post": {
+                "tags": _CAMPAIGN,
+                "summary": summary,
+                "requestBody": {
+                    "required": False,
+                    "description": "No fields: send nothing or {}.",
+                    **_json({"type": "object"}),
+                },
+                "responses": {
+                    "200": {"description": "Done", **_json(_ref("Sending"))},
+                    **_errors(401, 403, 404, 409),
+                },
+            },
+        }
+        for action, summary in (
+            ("unschedule", "Take a scheduled campaign back to a draft"),
+            ("pause", "Pause a campaign that is sending"),
+            ("resume", "Resume a paused campaign"),
+            ("cancel", "Cancel a campaign for good"),
+        )
+    },
+    "/api/campaigns/{campaign_id}/progress": {
+        "parameters": [_id("campaign_id")],
+        "get": {
+            "tags": _CAMPAIGN,
+            "summary": "Schedule and sending progress",
+            "responses": {
+                "200": {"description": "The campaign", **_json(_ref("Sending"))},
+                **_errors(*_READ),
+            },
+        },
+    },
+}
+
+
+SCHEMAS["Schedule"] = {
+    "type": "object",
+    "required": ["mode"],
+    "properties": {
+        "mode": {"enum": ["now", "fixed", "before_event", "after_event"]},
+        "send_at": {
+            "type": "string",
+            "description": "For `fixed`: ISO 8601; without an offset it is the "
+            "library's local time.",
+        },
+        "offset_minutes": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "For before/after_event: minutes before the start or "
+            "after the end.",
+        },
+    },
+}
+SCHEMAS["Sending"] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "status": {
+            "enum": ["draft", "scheduled", "sending", "paused", "sent", "cancelled"]
+        },
+        "schedule_mode": {"type": ["string", "null"]},
+        "offset_minutes": {"type": "integer"},
+        "send_at": {"type": ["string", "null"], "format": "date-time"},
+        "progress": {
+            "type": "object",
+            "properties": {
+                name: {"type": "integer"}
+                for name in ("total", "sent", "failed", "bounced", "skipped", "queued")
+            }
+            | {
+                "rate_per_s": {"type": ["number", "null"]},
+                "expected_end": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+    },
 }

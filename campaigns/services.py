@@ -289,6 +289,11 @@ def apply_event(
         event.clubs = _own_clubs(session, library, data["club_ids"])
     if "materials" in data:
         event.materials = check_materials(data["materials"])
+    if event.id is not None:
+        from campaigns.sending import follow_event
+
+        # Newsletters timed relative to the event move with it.
+        follow_event(session, event)
     return event
 
 

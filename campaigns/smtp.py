@@ -92,6 +92,8 @@ class SmtpConnection:
         """Connect, greet, optionally STARTTLS and log in."""
         try:
             sock = socket.create_connection((self.host, self.port), self.timeout)
+            # Small command writes must not wait for the server's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.implicit_tls:
                 context = ssl.create_default_context()
                 sock = context.wrap_socket(sock, server_hostname=self.host)
@@ -177,29 +179,29 @@ class SmtpConnection:
         if self._sock is None:
             self.open()
         pipelining = "PIPELINING" in self.extensions
-        pending: Envelope | None = None  # its data was sent, its reply not read
+        # The message whose DATA was accepted; its text goes out (with the end
+        # marker) in the same write as the next message's envelope.
+        pending: Envelope | None = None
         try:
             for envelope in envelopes:
                 start = _envelope_commands(envelope)
                 if start is None:
                     yield Result(envelope.key, 553, "unsafe address refused")
                     continue
-                if pipelining:
-                    # The previous message's end travels with this one's envelope.
-                    self._send(b".\r\n" + start if pending else start)
-                elif pending is not None:
-                    self._send(b".\r\n")
                 if pending is not None:
+                    finish = dot_stuff(pending.data) + b".\r\n"
+                    self._send(finish + start if pipelining else finish)
                     yield _result(pending, self._reply())
                     pending = None
+                elif pipelining:
+                    self._send(start)
                 verdict = self._start(envelope, start, pipelining)
                 if verdict is not None:
                     yield verdict
                     continue
-                self._send(dot_stuff(envelope.data))
                 pending = envelope
             if pending is not None:
-                self._send(b".\r\n")
+                self._send(dot_stuff(pending.data) + b".\r\n")
                 yield _result(pending, self._reply())
         except (OSError, ssl.SSLError) as exc:
             self.close()

@@ -19,15 +19,16 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from accounts.models import Role
-from campaigns import compose, services
+from campaigns import compose, sending, services
 from campaigns.forms import (
     KIND_CHOICES,
     EventForm,
     NewCampaignForm,
+    ScheduleForm,
     TemplateForm,
     TestSendForm,
 )
-from campaigns.models import Campaign, CampaignStatus, Event, Template
+from campaigns.models import Campaign, CampaignStatus, Event, ScheduleMode, Template
 from klubpost.auth import acting_user, current_library, get_owned, role_required
 from klubpost.db import db
 from subscribers.models import Club
@@ -586,3 +587,124 @@ def delete_campaign(campaign_id: int):
     db.session.commit()
     flash(_("Draft deleted."), "success")
     return redirect(url_for("campaigns.campaigns", club_id=club_id))
+
+
+# ----------------------------------------------------------------- sending
+
+
+@bp.app_template_global()
+def sending_state(campaign: Campaign) -> dict:
+    """What the campaign page shows about sending: schedule, progress, actions."""
+    zone = services.library_zone(campaign.library)
+    state = sending.progress(db.session, campaign)
+    return {
+        "progress": state,
+        "send_at": local_time(campaign.send_at, zone) if campaign.send_at else None,
+        "expected_end": (
+            local_time(state.expected_end, zone) if state.expected_end else None
+        ),
+        "zone": zone,
+        "form": ScheduleForm(),
+    }
+
+
+def _sending_action(campaign_id: int, action):
+    """Run a state change on the library's campaign; a refused one is a clear 400."""
+    campaign = get_owned(Campaign, campaign_id)
+    try:
+        message = action(campaign)
+    except (sending.SendingError, services.CampaignError) as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return _editor_page(campaign), 400
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for("campaigns.editor", campaign_id=campaign.id))
+
+
+@bp.post("/campaigns/<int:campaign_id>/schedule")
+@role_required(Role.EDITOR)
+def schedule(campaign_id: int):
+    """Send now, at a fixed time, or relative to the campaign's event."""
+    form = ScheduleForm()
+
+    def act(campaign: Campaign) -> str:
+        if not form.validate():
+            field, errors = next(iter(form.errors.items()))
+            raise sending.SendingError(f"{form[field].label.text}: {errors[0]}", field)
+        mode = ScheduleMode(form.mode.data)
+        zone = services.library_zone(campaign.library)
+        at = services.parse_local(form.send_at.data, zone, "send_at")
+        hours = form.offset_hours.data or 0
+        due = sending.schedule(
+            campaign, mode, send_at=at, offset_minutes=round(hours * 60)
+        )
+        if mode is ScheduleMode.NOW:
+            return _("Sending starts within a few seconds.")
+        return _("Scheduled for %(when)s.", when=local_time(due, zone))
+
+    return _sending_action(campaign_id, act)
+
+
+@bp.post("/campaigns/<int:campaign_id>/unschedule")
+@role_required(Role.EDITOR)
+def unschedule(campaign_id: int):
+    """Back to a draft."""
+
+    def act(campaign: Campaign) -> str:
+        sending.unschedule(campaign)
+        return _("The newsletter is a draft again.")
+
+    return _sending_action(campaign_id, act)
+
+
+@bp.post("/campaigns/<int:campaign_id>/pause")
+@role_required(Role.EDITOR)
+def pause(campaign_id: int):
+    """Stop handing out new batches."""
+
+    def act(campaign: Campaign) -> str:
+        sending.pause(campaign)
+        return _("Sending paused.")
+
+    return _sending_action(campaign_id, act)
+
+
+@bp.post("/campaigns/<int:campaign_id>/resume")
+@role_required(Role.EDITOR)
+def resume(campaign_id: int):
+    """Go on where sending stopped."""
+
+    def act(campaign: Campaign) -> str:
+        sending.resume(campaign)
+        return _("Sending resumed.")
+
+    return _sending_action(campaign_id, act)
+
+
+@bp.post("/campaigns/<int:campaign_id>/cancel")
+@role_required(Role.EDITOR)
+def cancel(campaign_id: int):
+    """Stop for good; whoever has not got it yet won't."""
+
+    def act(campaign: Campaign) -> str:
+        sending.cancel(db.session, campaign)
+        return _("Sending cancelled.")
+
+    return _sending_action(campaign_id, act)
+
+
+@bp.get("/campaigns/<int:campaign_id>/progress")
+@role_required(Role.STAFF)
+def progress(campaign_id: int):
+    """Live progress as JSON, for the campaign page."""
+    campaign = get_owned(Campaign, campaign_id)
+    state = sending_state(campaign)
+    return jsonify(
+        {
+            "status": campaign.status.value,
+            "status_label": campaign_status_label(campaign.status),
+            **state["progress"].as_dict(),
+            "expected_end_local": state["expected_end"],
+        }
+    )

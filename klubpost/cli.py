@@ -22,7 +22,7 @@ def main() -> None:
 
 def init_app(app) -> None:
     """Add our commands to the app's `flask`/`klubpost` command group."""
-    for command in (demo, scheduler_command, dev, imports):
+    for command in (demo, scheduler_command, dev, imports, send_command):
         app.cli.add_command(command)
 
 
@@ -117,6 +117,83 @@ def dev(host: str, port: int) -> None:
     finally:
         worker.terminate()
         worker.wait(timeout=10)
+
+
+@click.command("send")
+@click.argument("campaign_id", type=int, required=False)
+@click.option("--connections", type=int, help="SMTP connections (SEND_CONNECTIONS).")
+@click.option(
+    "--forever", is_flag=True, help="Keep waiting for work: an extra sender process."
+)
+@with_appcontext
+def send_command(campaign_id: int | None, connections: int | None, forever: bool):
+    """Send what is due now; with CAMPAIGN_ID, start that draft now and watch it.
+
+    Any number of `klubpost send --forever` processes (on PostgreSQL also on
+    other machines) share the work: each batch goes to exactly one of them.
+    """
+    import threading
+
+    from campaigns import sending
+    from campaigns.models import Campaign, CampaignStatus, ScheduleMode
+
+    _require_schema()
+    app = current_app._get_current_object()
+    campaign = None
+    if campaign_id is not None:
+        campaign = db.session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise click.ClickException(f"There is no campaign {campaign_id}.")
+        if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
+            try:
+                sending.schedule(campaign, ScheduleMode.NOW)
+            except sending.SendingError as exc:
+                raise click.ClickException(exc.message) from exc
+            db.session.commit()
+    sending.start_due(db.session)
+
+    def finished() -> bool:
+        if forever:
+            return False
+        if campaign is None:
+            return True
+        db.session.expire_all()
+        return db.session.get(Campaign, campaign.id).status != CampaignStatus.SENDING
+
+    sender = sending.Sender(app, connections=connections)
+    worker = threading.Thread(target=sender.run, kwargs={"wait_for": finished})
+    worker.start()
+    if campaign is None:
+        worker.join()
+        click.echo(f"{sender.sent} mails sent.")
+        return
+    _show_progress(campaign, worker)
+
+
+def _show_progress(campaign, worker) -> None:
+    """A progress bar for one campaign until its sender stops."""
+    import time
+
+    from campaigns import sending
+
+    total = sending.progress(db.session, campaign).total
+    done = 0
+    with click.progressbar(length=total, label=f"Campaign {campaign.id}") as bar:
+        while True:
+            alive = worker.is_alive()
+            db.session.expire_all()
+            now = sending.progress(db.session, campaign)
+            finished = now.total - now.queued
+            bar.update(finished - done)
+            done = finished
+            if not alive:
+                break
+            time.sleep(0.5)
+    db.session.commit()
+    click.echo(
+        f"sent {now.sent}, failed {now.failed}, skipped {now.skipped}, "
+        f"still queued {now.queued}"
+    )
 
 
 if __name__ == "__main__":

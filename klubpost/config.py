@@ -26,7 +26,23 @@ DEFAULTS: dict[str, Any] = {
     "BABEL_DEFAULT_LOCALE": "en",
     "LANGUAGES": ("da", "nl", "en"),
     "PAGE_SIZE": 50,
+    # The sending engine (campaigns/sending.py): SMTP connections per sender
+    # process, rows per batch, optional rate limits (messages per second / hour).
+    "SEND_CONNECTIONS": 4,
+    "SEND_BATCH_SIZE": 100,
+    "SEND_LEASE_SECONDS": 300,
+    "SEND_RATE_PER_SECOND": None,
+    "SEND_RATE_PER_HOUR": None,
 }
+
+# Numeric settings that may come from the environment.
+INT_ENV_KEYS = (
+    "SEND_CONNECTIONS",
+    "SEND_BATCH_SIZE",
+    "SEND_LEASE_SECONDS",
+    "SEND_RATE_PER_SECOND",
+    "SEND_RATE_PER_HOUR",
+)
 
 # Environment variables read as they are (strings); booleans and lists parsed below.
 ENV_KEYS = ("DATABASE_URL", "SECRET_KEY", "BASE_URL", "MAIL_URL", "MAIL_FROM_DOMAIN")
@@ -39,6 +55,9 @@ def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[st
     for key in ENV_KEYS:
         if os.environ.get(key):
             config[key] = os.environ[key]
+    for key in INT_ENV_KEYS:
+        if os.environ.get(key):
+            config[key] = int(os.environ[key])
     if os.environ.get("SECRET_KEY_FALLBACKS"):
         config["SECRET_KEY_FALLBACKS"] = os.environ["SECRET_KEY_FALLBACKS"].split(",")
     if os.environ.get("IMPORT_MAX_BYTES"):

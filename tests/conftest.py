@@ -3,6 +3,7 @@ TEST_DATABASE_URL is set), a client, a CLI runner, a real SMTP server, factories
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -133,6 +134,7 @@ class SmtpSink:
         self.refuse: dict[str, str] = {}
         self.sessions = 0
         self.stopped = False
+        self.delay = 0.0  # seconds per message: a slow server
 
     def stop(self) -> None:
         """Shut the server down (once; a test may do it to simulate an outage)."""
@@ -155,6 +157,8 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.received.append(
             (envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
         )

@@ -1,0 +1,757 @@
+"""How a campaign is sent: its schedule, its audience, and exactly one mail each.
+
+1. **Schedule.** `schedule()` sets when a draft is due: now, at a fixed time, or
+   relative to its event (N minutes before it starts / after it ends), in the
+   library's time zone. Moving the event moves its scheduled campaigns
+   (`follow_event`).
+2. **Start.** The scheduler process calls `start_due()`: a due campaign's audience
+   is fixed in one statement that writes a `SendLog` row per confirmed member. The
+   row is unique per (campaign, subscriber): nobody can be queued twice, and
+   people who join later are not mixed in.
+3. **Send.** Senders (`send_batches`, any number of threads, processes or
+   machines) claim batches of queued rows with a lease (`claimed_until`); on
+   PostgreSQL with `FOR UPDATE SKIP LOCKED`, so two senders never claim the same
+   row. Rows whose member left the club meanwhile are skipped. Each batch is sent
+   over a reused SMTP connection and its results are committed together.
+4. **Results.** 2xx: sent. 4xx: tried again later with back-off. 5xx: failed; a
+   permanent refusal of the address (5.1.x, 5.2.1...) marks the member bounced,
+   a 5.7.x policy refusal is the sender's problem and is only recorded. A server
+   that is down (or goes away) releases the batch without counting an attempt,
+   so the campaign waits and resumes, and never drops mail.
+
+**Exactly once.** A row is marked sent only after the server accepted its mail,
+in the same transaction as the rest of its batch. If a sender is killed (even
+with SIGKILL), the rows it had claimed keep their lease until it expires and are
+then sent again. So after a crash every member has received exactly one mail,
+except the messages in flight at the kill: at most one batch per SMTP connection
+of the killed sender (`SEND_BATCH_SIZE`, 100 by default) can be delivered twice.
+Nothing is ever lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, current_app
+from flask_babel import gettext as _
+from sqlalchemy import Integer, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from campaigns import compose
+from campaigns.messages import MessageFrame, build_message
+from campaigns.models import (
+    CAMPAIGN_TRANSITIONS,
+    Campaign,
+    CampaignStatus,
+    Event,
+    ScheduleMode,
+    SendLog,
+    SendStatus,
+)
+from campaigns.rendering import CompiledNewsletter, Recipient
+from campaigns.smtp import Envelope, Result, SmtpConnection, SmtpError
+from klubpost.db import db, utcnow
+from klubpost.links import external_url
+from klubpost.mail import OutboxTransport, SmtpTransport, transport_from_url
+from klubpost.security import sign
+from subscribers.models import Membership, MembershipStatus, Subscriber
+
+log = logging.getLogger("klubpost.sending")
+
+MAX_ATTEMPTS = 6
+DOWN_PAUSE = timedelta(seconds=30)  # how long to wait for a server that is down
+
+
+def lease() -> timedelta:
+    """How long a sender may hold claimed rows before others take them over."""
+    return timedelta(seconds=current_app.config["SEND_LEASE_SECONDS"])
+
+
+class SendingError(Exception):
+    """A campaign can't be scheduled or changed like that; the message says why."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+# ------------------------------------------------------------------ states
+
+
+def change_status(campaign: Campaign, new: CampaignStatus) -> None:
+    """Move the campaign to `new` if the transition table allows it."""
+    if new not in CAMPAIGN_TRANSITIONS[campaign.status]:
+        raise SendingError(
+            _(
+                "A campaign that is %(old)s can't become %(new)s.",
+                old=campaign.status.value,
+                new=new.value,
+            ),
+            "status",
+        )
+    campaign.status = new
+
+
+def unschedule(campaign: Campaign) -> None:
+    """Take a scheduled campaign back to a draft (it can be edited again)."""
+    change_status(campaign, CampaignStatus.DRAFT)
+    campaign.schedule_mode = None
+    campaign.send_at = None
+
+
+def pause(campaign: Campaign) -> None:
+    """Stop handing out new batches; the batches in flight finish."""
+    change_status(campaign, CampaignStatus.PAUSED)
+
+
+def resume(campaign: Campaign) -> None:
+    """Go on sending a paused campaign where it stopped."""
+    change_status(campaign, CampaignStatus.SENDING)
+
+
+def cancel(session: Session, campaign: Campaign) -> None:
+    """Stop for good: whatever was not sent yet is skipped."""
+    change_status(campaign, CampaignStatus.CANCELLED)
+    session.execute(
+        update(SendLog)
+        .where(SendLog.campaign_id == campaign.id, SendLog.status == SendStatus.QUEUED)
+        .values(status=SendStatus.SKIPPED, last_error="campaign cancelled")
+    )
+
+
+# ------------------------------------------------------------------ schedule
+
+
+def due_time(campaign: Campaign, now: datetime) -> datetime:
+    """When the campaign should go out, from its schedule mode (UTC)."""
+    mode, offset = campaign.schedule_mode, timedelta(minutes=campaign.offset_minutes)
+    if mode is ScheduleMode.NOW:
+        return now
+    if mode is ScheduleMode.FIXED:
+        if campaign.send_at is None:
+            raise SendingError(_("Choose the date and time to send."), "send_at")
+        return campaign.send_at
+    event = campaign.event
+    if event is None:
+        raise SendingError(
+            _("A schedule relative to an event needs an event."), "event"
+        )
+    if mode is ScheduleMode.BEFORE_EVENT:
+        return event.starts_at - offset
+    return (event.ends_at or event.starts_at) + offset
+
+
+def schedule(
+    campaign: Campaign,
+    mode: ScheduleMode,
+    *,
+    send_at: datetime | None = None,
+    offset_minutes: int = 0,
+    now: datetime | None = None,
+) -> datetime:
+    """Schedule a draft (or move a scheduled campaign); returns the due time."""
+    now = now or utcnow()
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
+        raise SendingError(_("Only drafts and scheduled campaigns can be scheduled."))
+    if not campaign.subject.strip():
+        raise SendingError(
+            _("The newsletter needs a subject before it is sent."), "subject"
+        )
+    if not 0 <= offset_minutes <= 60 * 24 * 90:
+        raise SendingError(_("The offset must be between 0 and 90 days."), "offset")
+    campaign.schedule_mode = mode
+    campaign.offset_minutes = offset_minutes
+    if mode is ScheduleMode.FIXED:
+        campaign.send_at = send_at
+    due = due_time(campaign, now)
+    if mode is not ScheduleMode.NOW and due < now - timedelta(minutes=1):
+        raise SendingError(_("That time has already passed."), "send_at")
+    campaign.send_at = due
+    if campaign.status is CampaignStatus.DRAFT:
+        change_status(campaign, CampaignStatus.SCHEDULED)
+    return due
+
+
+def follow_event(session: Session, event: Event, now: datetime | None = None) -> int:
+    """Move the scheduled campaigns that are timed relative to `event`."""
+    now = now or utcnow()
+    moved = 0
+    for campaign in session.scalars(
+        select(Campaign).where(
+            Campaign.event_id == event.id,
+            Campaign.status == CampaignStatus.SCHEDULED,
+            Campaign.schedule_mode.in_(
+                [ScheduleMode.BEFORE_EVENT, ScheduleMode.AFTER_EVENT]
+            ),
+        )
+    ):
+        campaign.send_at = due_time(campaign, now)
+        moved += 1
+    return moved
+
+
+# ------------------------------------------------------------------ start
+
+
+def start_due(session: Session, now: datetime | None = None) -> list[int]:
+    """Start every scheduled campaign that is due; commits each. Returns their ids."""
+    now = now or utcnow()
+    started = []
+    query = (
+        select(Campaign)
+        .where(Campaign.status == CampaignStatus.SCHEDULED, Campaign.send_at <= now)
+        .order_by(Campaign.send_at)
+        .with_for_update(skip_locked=True)
+    )
+    for campaign in session.scalars(query).all():
+        start(session, campaign, now)
+        started.append(campaign.id)
+    session.commit()
+    return started
+
+
+def start(session: Session, campaign: Campaign, now: datetime | None = None) -> int:
+    """Fix the audience (one queued row per confirmed member) and start sending."""
+    change_status(campaign, CampaignStatus.SENDING)
+    campaign.started_at = now or utcnow()
+    members = select(
+        literal(campaign.id, Integer).label("campaign_id"),
+        Membership.subscriber_id,
+        Membership.id,
+    ).where(
+        Membership.club_id == campaign.club_id,
+        Membership.status == MembershipStatus.CONFIRMED,
+    )
+    result = session.execute(
+        insert(SendLog).from_select(
+            ["campaign_id", "subscriber_id", "membership_id"], members
+        )
+    )
+    return result.rowcount
+
+
+# ------------------------------------------------------------------ progress
+
+
+@dataclass
+class Progress:
+    """How far a campaign's sending has come."""
+
+    total: int
+    sent: int
+    failed: int
+    bounced: int
+    skipped: int
+    queued: int
+    rate_per_s: float | None
+    expected_end: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        data = dict(self.__dict__)
+        data["expected_end"] = (
+            self.expected_end.isoformat() if self.expected_end else None
+        )
+        return data
+
+
+def progress(
+    session: Session, campaign: Campaign, now: datetime | None = None
+) -> Progress:
+    """Counts per status, the rate so far and when it should be done."""
+    now = now or utcnow()
+    counts = dict(
+        session.execute(
+            select(SendLog.status, func.count())
+            .where(SendLog.campaign_id == campaign.id)
+            .group_by(SendLog.status)
+        ).all()
+    )
+    done = sum(counts.get(s, 0) for s in (SendStatus.SENT, SendStatus.FAILED))
+    queued = counts.get(SendStatus.QUEUED, 0)
+    rate = None
+    end = None
+    if campaign.started_at and done:
+        elapsed = max((now - campaign.started_at).total_seconds(), 0.001)
+        rate = done / elapsed
+        end = now + timedelta(seconds=queued / rate) if queued else now
+    return Progress(
+        total=sum(counts.values()),
+        sent=counts.get(SendStatus.SENT, 0),
+        failed=counts.get(SendStatus.FAILED, 0),
+        bounced=counts.get(SendStatus.BOUNCED, 0),
+        skipped=counts.get(SendStatus.SKIPPED, 0),
+        queued=queued,
+        rate_per_s=rate,
+        expected_end=end,
+    )
+
+
+# ------------------------------------------------------------------ sending
+
+
+@dataclass
+class Prepared:
+    """A campaign made ready to send: rendered once, with what every mail shares."""
+
+    campaign_id: int
+    club_id: int
+    frame: MessageFrame
+    newsletter: CompiledNewsletter
+    web_url: str
+    links: MemberLinks
+
+
+@dataclass
+class Claimed:
+    """One claimed row with what its mail needs."""
+
+    send_id: int
+    subscriber_id: int
+    email: str
+    first_name: str
+    last_name: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def claim_batch(
+    session: Session, campaign_id: int, size: int, now: datetime
+) -> tuple[list[Claimed], int]:
+    """Lease up to `size` due rows; rows whose member left are skipped. Commits."""
+    due = (
+        select(SendLog.id)
+        .where(
+            SendLog.campaign_id == campaign_id,
+            SendLog.status == SendStatus.QUEUED,
+            or_(SendLog.claimed_until.is_(None), SendLog.claimed_until < now),
+            or_(SendLog.next_attempt_at.is_(None), SendLog.next_attempt_at <= now),
+        )
+        .order_by(SendLog.id)
+        .limit(size)
+        .with_for_update(skip_locked=True)
+    )
+    ids = session.scalars(
+        update(SendLog)
+        .where(SendLog.id.in_(due.scalar_subquery()))
+        .values(claimed_until=now + lease(), attempts=SendLog.attempts + 1)
+        .returning(SendLog.id)
+    ).all()
+    if not ids:
+        session.commit()
+        return [], 0
+    rows = session.execute(
+        select(
+            SendLog.id,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.first_name,
+            Subscriber.last_name,
+            Subscriber.attributes,
+            Membership.status,
+        )
+        .join(Subscriber, Subscriber.id == SendLog.subscriber_id, isouter=True)
+        .join(Membership, Membership.id == SendLog.membership_id, isouter=True)
+        .where(SendLog.id.in_(ids))
+        .order_by(SendLog.id)
+    ).all()
+    claimed, gone = [], []
+    for send_id, sub_id, email, first, last, attrs, status in rows:
+        if sub_id is None or status is not MembershipStatus.CONFIRMED:
+            gone.append(send_id)  # unsubscribed, bounced or erased meanwhile
+        else:
+            claimed.append(Claimed(send_id, sub_id, email, first, last, attrs or {}))
+    if gone:
+        session.execute(
+            update(SendLog)
+            .where(SendLog.id.in_(gone))
+            .values(status=SendStatus.SKIPPED, claimed_until=None)
+        )
+    session.commit()
+    return claimed, len(gone)
+
+
+def _is_bad_address(result: Result) -> bool:
+    """A permanent refusal that blames the address (5.1.x, 5.2.1), not policy."""
+    text = result.text.lstrip()
+    if text.startswith("5.7") or result.code in (521, 554) and "5.7" in text[:8]:
+        return False
+    return result.code in (550, 551, 553) or text.startswith(("5.1.", "5.2.1"))
+
+
+def record_results(
+    session: Session,
+    results: list[tuple[Claimed, Result, str]],
+    now: datetime,
+) -> None:
+    """Write a batch's outcomes (sent / retry / failed) in one transaction. Commits."""
+    sent, retry, failed, bounced_members = [], [], [], []
+    for row, result, message_id in results:
+        if result.accepted:
+            sent.append({"i": row.send_id, "m": message_id})
+        elif result.permanent:
+            failed.append({"i": row.send_id, "e": f"{result.code} {result.text}"[:500]})
+            if _is_bad_address(result):
+                bounced_members.append(row.send_id)
+        else:
+            retry.append({"i": row.send_id, "e": f"{result.code} {result.text}"[:500]})
+    table = SendLog.__table__
+    if sent:
+        session.execute(
+            table.update()
+            .where(table.c.id == bindparam("i"))
+            .values(
+                status=SendStatus.SENT,
+                message_id=bindparam("m"),
+                sent_at=now,
+                claimed_until=None,
+            ),
+            sent,
+        )
+    if failed:
+        session.execute(
+            table.update()
+            .where(table.c.id == bindparam("i"))
+            .values(
+                status=SendStatus.FAILED, last_error=bindparam("e"), claimed_until=None
+            ),
+            failed,
+        )
+    for item in retry:
+        _retry_later(session, item["i"], item["e"], now)
+    if bounced_members:
+        member_ids = select(SendLog.membership_id).where(
+            SendLog.id.in_(bounced_members)
+        )
+        session.execute(
+            update(Membership)
+            .where(Membership.id.in_(member_ids))
+            .values(status=MembershipStatus.BOUNCED)
+        )
+    session.commit()
+
+
+def _retry_later(session: Session, send_id: int, error: str, now: datetime) -> None:
+    row = session.get(SendLog, send_id)
+    assert row is not None
+    row.last_error = error
+    row.claimed_until = None
+    if row.attempts >= MAX_ATTEMPTS:
+        row.status = SendStatus.FAILED
+    else:
+        row.next_attempt_at = now + timedelta(minutes=2 ** (row.attempts - 1))
+
+
+def release(session: Session, rows: list[Claimed], now: datetime, error: str) -> None:
+    """Give rows back unsent (the server was unreachable): no attempt is counted."""
+    if rows:
+        session.execute(
+            update(SendLog)
+            .where(SendLog.id.in_([row.send_id for row in rows]))
+            .values(
+                claimed_until=None,
+                attempts=SendLog.attempts - 1,
+                next_attempt_at=now + DOWN_PAUSE,
+                last_error=error[:500],
+            )
+        )
+    session.commit()
+
+
+def finish_if_done(session: Session, campaign_id: int, now: datetime) -> bool:
+    """Mark a sending campaign sent once no row is queued any more. Commits."""
+    left = session.scalar(
+        select(func.count())
+        .select_from(SendLog)
+        .where(SendLog.campaign_id == campaign_id, SendLog.status == SendStatus.QUEUED)
+    )
+    done = False
+    if not left:
+        done = bool(
+            session.execute(
+                update(Campaign)
+                .where(
+                    Campaign.id == campaign_id,
+                    Campaign.status == CampaignStatus.SENDING,
+                )
+                .values(status=CampaignStatus.SENT, sent_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        )
+    session.commit()
+    return done
+
+
+def sending_campaign_ids(session: Session) -> list[int]:
+    """The campaigns senders should work on now."""
+    return list(
+        session.scalars(
+            select(Campaign.id)
+            .where(Campaign.status == CampaignStatus.SENDING)
+            .order_by(Campaign.started_at, Campaign.id)
+        )
+    )
+
+
+class RateLimit:
+    """At most `per_second` and `per_hour` messages, shared by a sender's threads."""
+
+    def __init__(self, per_second: float | None, per_hour: float | None) -> None:
+        self.per_second, self.per_hour = per_second, per_hour
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+        self._hour: list[float] = []
+
+    def wait(self, count: int) -> None:
+        """Block until `count` more messages may go."""
+        if not self.per_second and not self.per_hour:
+            return
+        with self._lock:
+            now = time.monotonic()
+            delay = 0.0
+            if self.per_second:
+                self._next = max(self._next, now) + count / self.per_second
+                delay = self._next - count / self.per_second - now
+            if self.per_hour:
+                self._hour = [t for t in self._hour if t > now - 3600]
+                if len(self._hour) + count > self.per_hour:
+                    delay = max(delay, self._hour[0] + 3600 - now)
+                self._hour.extend([now + delay] * count)
+        if delay > 0:
+            time.sleep(delay)
+
+
+# ------------------------------------------------------------------ messages
+
+
+class MemberLinks:
+    """Each member's signed links, built from one URL pattern per kind of link."""
+
+    def __init__(self, club_id: int) -> None:
+        self.club_id = club_id
+        marker = "KLUBPOST-TOKEN"
+        self._unsubscribe = external_url("public.unsubscribe", token=marker)
+        self._preferences = external_url("public.preferences", token=marker)
+        self._marker = marker
+
+    def unsubscribe(self, subscriber_id: int) -> str:
+        """The member's one-click unsubscribe URL for this club."""
+        token = sign("unsubscribe", subscriber_id, self.club_id)
+        return self._unsubscribe.replace(self._marker, token)
+
+    def preferences(self, subscriber_id: int) -> str:
+        """The member's preferences page."""
+        return self._preferences.replace(self._marker, sign("manage", subscriber_id))
+
+
+def prepare(session: Session, campaign: Campaign) -> Prepared:
+    """Render the campaign once and encode what all its mails share."""
+    club, library = campaign.club, campaign.library
+    newsletter, _warnings = compose.compile_draft(
+        session, campaign, compose.draft_of(campaign)
+    )
+    domain = current_app.config["MAIL_FROM_DOMAIN"]
+    frame = MessageFrame(
+        from_name=club.from_name,
+        from_email=club.from_email,
+        reply_to=club.reply_to,
+        subject=campaign.subject,
+        list_id=f"{club.name} <{club.slug}.{library.slug}.{library.domain}>",
+        message_id_domain=library.domain or domain,
+        bounce_domain=current_app.config.get("BOUNCE_DOMAIN") or domain,
+        verp_secret=current_app.config["SECRET_KEY"].encode(),
+    )
+    return Prepared(
+        campaign_id=campaign.id,
+        club_id=club.id,
+        frame=frame,
+        newsletter=newsletter,
+        web_url=compose.web_url(campaign),
+        links=MemberLinks(club.id),
+    )
+
+
+def envelope_for(prepared: Prepared, row: Claimed) -> tuple[Envelope, str]:
+    """The finished mail of one member, and its Message-ID."""
+    unsubscribe = prepared.links.unsubscribe(row.subscriber_id)
+    html, text = prepared.newsletter.personalize(
+        Recipient(
+            first_name=row.first_name,
+            email=row.email,
+            unsubscribe_url=unsubscribe,
+            preferences_url=prepared.links.preferences(row.subscriber_id),
+            web_url=prepared.web_url,
+            extra=row.attributes,
+        )
+    )
+    name = f"{row.first_name} {row.last_name}".strip()
+    built = build_message(
+        prepared.frame,
+        send_id=row.send_id,
+        to_email=row.email,
+        to_name=name or None,
+        html=html,
+        text=text,
+        unsubscribe_url=unsubscribe,
+    )
+    return Envelope(
+        row.send_id, built.envelope_from, row.email, built.data
+    ), built.message_id
+
+
+# ------------------------------------------------------------------ the sender
+
+
+class Sender:
+    """One sending process: a thread per SMTP connection, each with its own session.
+
+    Any number of these may run at once (on PostgreSQL also on several machines):
+    the database hands each batch to exactly one of them.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        connections: int | None = None,
+        batch_size: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        config = app.config
+        self.app = app
+        self.connections = connections or config["SEND_CONNECTIONS"]
+        self.batch_size = batch_size or config["SEND_BATCH_SIZE"]
+        self.rate = RateLimit(
+            config.get("SEND_RATE_PER_SECOND"), config.get("SEND_RATE_PER_HOUR")
+        )
+        self.stop = stop or threading.Event()
+        self.sent = 0
+        self.errors: list[Exception] = []
+        self._count_lock = threading.Lock()
+
+    def run(self, *, wait_for: Callable[[], bool] | None = None) -> int:
+        """Send until there is nothing to do now (or until `wait_for()` is true).
+
+        Returns how many mails the server accepted.
+        """
+        threads = [
+            threading.Thread(target=self._work, args=(wait_for,), daemon=True)
+            for _ in range(self.connections)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+        return self.sent
+
+    def _work(self, wait_for: Callable[[], bool] | None) -> None:
+        try:
+            self._loop(wait_for)
+        except Exception as exc:  # a thread's failure must reach whoever runs us
+            log.exception("sender thread failed")
+            self.errors.append(exc)
+            self.stop.set()
+
+    def _loop(self, wait_for: Callable[[], bool] | None) -> None:
+        with self.app.app_context():
+            session = db.session
+            channel = _Channel(self.app.config["MAIL_URL"], session)
+            prepared: dict[int, Prepared] = {}
+            try:
+                while not self.stop.is_set():
+                    if self._round(session, channel, prepared):
+                        continue
+                    if wait_for is None or wait_for():
+                        break
+                    self.stop.wait(0.5)
+            finally:
+                channel.close()
+                db.session.remove()
+
+    def _round(self, session: Session, channel: _Channel, prepared: dict) -> bool:
+        """One batch of one campaign; False if no campaign had due work."""
+        for campaign_id in sending_campaign_ids(session):
+            rows, _skipped = claim_batch(
+                session, campaign_id, self.batch_size, utcnow()
+            )
+            if not rows:
+                finish_if_done(session, campaign_id, utcnow())
+                continue
+            if campaign_id not in prepared:
+                campaign = session.get(Campaign, campaign_id)
+                prepared[campaign_id] = prepare(session, campaign)
+            self._send(session, channel, prepared[campaign_id], rows)
+            return True
+        return False
+
+    def _send(
+        self,
+        session: Session,
+        channel: _Channel,
+        prepared: Prepared,
+        rows: list[Claimed],
+    ) -> None:
+        messages = {}
+        envelopes = []
+        for row in rows:
+            envelope, message_id = envelope_for(prepared, row)
+            envelopes.append(envelope)
+            messages[row.send_id] = (row, message_id)
+        self.rate.wait(len(envelopes))
+        results: list[tuple[Claimed, Result, str]] = []
+        error = None
+        try:
+            for result in channel.send_many(envelopes):
+                row, message_id = messages.pop(result.key)
+                results.append((row, result, message_id))
+        except SmtpError as exc:
+            error = str(exc)
+        now = utcnow()
+        record_results(session, results, now)
+        with self._count_lock:
+            self.sent += sum(1 for _r, result, _m in results if result.accepted)
+        if error is not None:
+            # Unanswered rows go back to the queue; the server is given a pause.
+            release(session, [row for row, _m in messages.values()], now, error)
+            self.stop.wait(min(DOWN_PAUSE.total_seconds(), 5))
+
+
+class _Channel:
+    """Where a sender thread's mail goes: an SMTP connection, or the dev outbox."""
+
+    def __init__(self, mail_url: str, session: Session) -> None:
+        transport = transport_from_url(mail_url, session)
+        self.outbox = transport if isinstance(transport, OutboxTransport) else None
+        self.smtp = None
+        if isinstance(transport, SmtpTransport):
+            self.smtp = SmtpConnection(
+                transport.host,
+                transport.port,
+                implicit_tls=transport.implicit_tls,
+                starttls=transport.starttls,
+                username=transport.username,
+                password=transport.password,
+            )
+
+    def send_many(self, envelopes: list[Envelope]):
+        """Hand the mails over; yield a Result for each."""
+        if self.smtp is not None:
+            yield from self.smtp.send_many(envelopes)
+            return
+        assert self.outbox is not None
+        for envelope in envelopes:
+            self.outbox.send(envelope.sender, [envelope.recipient], envelope.data)
+            yield Result(envelope.key, 250, "kept in the outbox")
+
+    def close(self) -> None:
+        """Close the SMTP connection, if any."""
+        if self.smtp is not None:
+            self.smtp.close()

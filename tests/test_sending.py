@@ -1,0 +1,506 @@
+"""The sending engine against a real SMTP server: schedule, audience, exactly once."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from campaigns import sending
+from campaigns.models import (
+    Campaign,
+    CampaignKind,
+    CampaignStatus,
+    Event,
+    ScheduleMode,
+    SendLog,
+    SendStatus,
+)
+from campaigns.rendering import builtin_templates
+from conftest import make_club, make_library, make_subscriber
+from klubpost.db import db as _db
+from subscribers.models import Membership, MembershipStatus
+from subscribers.services import join_club, unsubscribe
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _template_key(kind: str, language: str) -> str:
+    return next(
+        t.key for t in builtin_templates() if t.kind == kind and t.language == language
+    )
+
+
+def make_campaign(db, club, *, event=None, kind=CampaignKind.REGULAR, **kw) -> Campaign:
+    fields = dict(
+        library_id=club.library_id,
+        club_id=club.id,
+        kind=kind,
+        event_id=event.id if event else None,
+        subject="Nyt fra debatklubben",
+        preheader="Klima og kunst",
+        template_key=_template_key(kind.value, club.language),
+        blocks=[{"type": "text", "heading": "Hej", "text": "Vi ses på biblioteket."}],
+    )
+    fields.update(kw)
+    campaign = Campaign(**fields)
+    db.session.add(campaign)
+    db.session.commit()
+    return campaign
+
+
+def add_members(db, club, count: int, start: int = 0) -> list[Membership]:
+    members = []
+    for n in range(start, start + count):
+        subscriber = make_subscriber(
+            db, club.library, f"m{n}@example.dk", first_name=f"Medlem{n}"
+        )
+        members.append(
+            join_club(db.session, club, subscriber, source="test", consent_given=True)
+        )
+    db.session.commit()
+    return members
+
+
+@pytest.fixture
+def club(db):
+    library = make_library(db, timezone="Europe/Copenhagen")
+    return make_club(db, library)
+
+
+def _start_now(db, campaign) -> int:
+    sending.schedule(campaign, ScheduleMode.NOW, now=NOW)
+    db.session.commit()
+    started = sending.start_due(db.session, now=NOW)
+    assert started == [campaign.id]
+    return db.session.scalar(
+        select(func.count()).select_from(SendLog).filter_by(campaign_id=campaign.id)
+    )
+
+
+def _statuses(db, campaign) -> dict:
+    return dict(
+        db.session.execute(
+            select(SendLog.status, func.count())
+            .filter_by(campaign_id=campaign.id)
+            .group_by(SendLog.status)
+        ).all()
+    )
+
+
+# ----------------------------------------------------------------- schedule
+
+
+def test_fixed_and_event_relative_schedules_in_the_library_time_zone(db, club):
+    event = Event(
+        library_id=club.library_id,
+        title="Debat",
+        starts_at=datetime(2027, 3, 26, 18, 0, tzinfo=UTC),  # 19:00 in Copenhagen
+        ends_at=datetime(2027, 3, 26, 20, 0, tzinfo=UTC),
+    )
+    db.session.add(event)
+    db.session.commit()
+    before = make_campaign(db, club, event=event, kind=CampaignKind.BEFORE_EVENT)
+    after = make_campaign(db, club, event=event, kind=CampaignKind.AFTER_EVENT)
+    fixed = make_campaign(db, club)
+
+    due = sending.schedule(
+        before, ScheduleMode.BEFORE_EVENT, offset_minutes=3 * 24 * 60, now=NOW
+    )
+    assert due == datetime(2027, 3, 23, 18, 0, tzinfo=UTC)
+    assert sending.schedule(
+        after, ScheduleMode.AFTER_EVENT, offset_minutes=120, now=NOW
+    ) == (datetime(2027, 3, 26, 22, 0, tzinfo=UTC))
+    at = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+    assert sending.schedule(fixed, ScheduleMode.FIXED, send_at=at, now=NOW) == at
+    db.session.commit()
+    assert {c.status for c in (before, after, fixed)} == {CampaignStatus.SCHEDULED}
+
+    # The debate moves a week later: its newsletters move with it.
+    event.starts_at += timedelta(days=7)
+    event.ends_at += timedelta(days=7)
+    assert sending.follow_event(db.session, event, now=NOW) == 2
+    db.session.commit()
+    assert before.send_at == datetime(2027, 3, 30, 18, 0, tzinfo=UTC)
+    assert after.send_at == datetime(2027, 4, 2, 22, 0, tzinfo=UTC)
+    assert fixed.send_at == at
+
+
+def test_bad_schedules_are_refused_and_change_nothing(db, club):
+    campaign = make_campaign(db, club)
+    with pytest.raises(sending.SendingError, match="already passed"):
+        sending.schedule(
+            campaign, ScheduleMode.FIXED, send_at=NOW - timedelta(days=1), now=NOW
+        )
+    with pytest.raises(sending.SendingError, match="needs an event"):
+        sending.schedule(campaign, ScheduleMode.BEFORE_EVENT, now=NOW)
+    db.session.rollback()
+    assert campaign.status is CampaignStatus.DRAFT and campaign.send_at is None
+
+    nameless = make_campaign(db, club, subject="  ")
+    with pytest.raises(sending.SendingError, match="subject"):
+        sending.schedule(nameless, ScheduleMode.NOW, now=NOW)
+
+
+def test_transitions_follow_the_table(db, club):
+    campaign = make_campaign(db, club)
+    with pytest.raises(sending.SendingError):
+        sending.pause(campaign)
+    add_members(db, club, 2)
+    _start_now(db, campaign)
+    sending.pause(campaign)
+    sending.resume(campaign)
+    sending.cancel(db.session, campaign)
+    db.session.commit()
+    with pytest.raises(sending.SendingError):
+        sending.resume(campaign)
+    assert _statuses(db, campaign) == {SendStatus.SKIPPED: 2}
+
+
+def test_a_campaign_is_not_started_before_it_is_due(db, club):
+    campaign = make_campaign(db, club)
+    sending.schedule(
+        campaign, ScheduleMode.FIXED, send_at=NOW + timedelta(hours=1), now=NOW
+    )
+    db.session.commit()
+    assert sending.start_due(db.session, now=NOW) == []
+    assert sending.start_due(db.session, now=NOW + timedelta(hours=1)) == [campaign.id]
+
+
+# ----------------------------------------------------------------- audience
+
+
+def test_audience_is_the_confirmed_members_when_sending_starts(db, club):
+    confirmed = add_members(db, club, 5)
+    left = make_subscriber(db, club.library, "left@example.dk")
+    unsubscribe(join_club(db.session, club, left, source="t", consent_given=True))
+    pending = make_subscriber(db, club.library, "pending@example.dk")
+    join_club(db.session, club, pending, source="t")  # never confirmed
+    other_club = make_club(db, club.library, slug="vip")
+    add_members(db, other_club, 1, start=100)
+    db.session.commit()
+    campaign = make_campaign(db, club)
+
+    assert _start_now(db, campaign) == 5
+    add_members(db, club, 1, start=50)  # joins after the start: not mixed in
+    queued = db.session.scalars(
+        select(SendLog.subscriber_id).filter_by(campaign_id=campaign.id)
+    ).all()
+    assert sorted(queued) == sorted(m.subscriber_id for m in confirmed)
+
+
+# ----------------------------------------------------------------- sending
+
+
+def _sender(app, **kw):
+    return sending.Sender(app, connections=kw.pop("connections", 2), **kw)
+
+
+def test_every_member_gets_exactly_one_mail_with_the_list_headers(
+    smtp_app_config, smtp_server, app, db, club
+):
+    smtp_server.pipelining = True
+    add_members(db, club, 30)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+
+    sent = _sender(app, batch_size=7).run()
+
+    assert sent == 30
+    recipients = sorted(r[0] for _f, r, _d in smtp_server.received)
+    assert recipients == sorted(f"m{n}@example.dk" for n in range(30))
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.SENT and campaign.sent_at is not None
+    assert _statuses(db, campaign) == {SendStatus.SENT: 30}
+    message = next(
+        m for m in smtp_server.messages if m["To"].addresses[0].username == "m3"
+    )
+    assert message["Subject"] == "Nyt fra debatklubben"
+    assert message["List-Unsubscribe"].startswith("<http://klubpost.test/unsubscribe/")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert (
+        message["List-Id"]
+        == f"Her er debat <debat.{club.library.slug}.{club.library.domain}>"
+    )
+    assert message["Message-ID"] and message["Date"]
+    html = message.get_body(("html",)).get_content()
+    assert "Medlem3" in html and "Vi ses på biblioteket." in html
+    text = message.get_body(("plain",)).get_content()
+    assert "Vi ses på biblioteket." in text
+    envelope_from = next(
+        f for f, r, _d in smtp_server.received if r == ["m3@example.dk"]
+    )
+    log = db.session.scalar(
+        select(SendLog)
+        .filter_by(campaign_id=campaign.id, status=SendStatus.SENT)
+        .where(SendLog.message_id == message["Message-ID"])
+    )
+    assert envelope_from.startswith(f"bounces+{log.id}.")
+    progress = sending.progress(db.session, campaign)
+    assert (progress.total, progress.sent, progress.queued) == (30, 30, 0)
+
+
+def test_the_one_click_unsubscribe_link_in_the_mail_works(
+    smtp_app_config, smtp_server, app, db, club, client
+):
+    members = add_members(db, club, 1)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    _sender(app, connections=1).run()
+
+    url = smtp_server.messages[0]["List-Unsubscribe"].strip("<>")
+    response = client.post(
+        url.removeprefix("http://klubpost.test"),
+        data={"List-Unsubscribe": "One-Click"},
+    )
+    assert response.status_code == 200
+    db.session.expire_all()
+    assert members[0].status is MembershipStatus.UNSUBSCRIBED
+
+
+def test_a_member_who_leaves_during_the_send_gets_nothing_more(
+    smtp_app_config, smtp_server, app, db, club
+):
+    members = add_members(db, club, 4)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    unsubscribe(members[2])
+    db.session.commit()
+
+    _sender(app, connections=1).run()
+
+    received = {r[0] for _f, r, _d in smtp_server.received}
+    assert "m2@example.dk" not in received and len(received) == 3
+    assert _statuses(db, campaign) == {SendStatus.SENT: 3, SendStatus.SKIPPED: 1}
+
+
+def test_refusals_retry_fail_or_bounce_as_the_server_says(
+    smtp_app_config, smtp_server, app, db, club
+):
+    smtp_server.refuse = {
+        "m1@": "452 4.2.2 Mailbox full, try later",
+        "m2@": "550 5.1.1 No such user",
+        "m3@": "550 5.7.1 Message rejected as spam by policy",
+    }
+    members = add_members(db, club, 4)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+
+    _sender(app, connections=1).run()
+
+    db.session.expire_all()
+    logs = {
+        log.subscriber_id: log
+        for log in db.session.scalars(
+            select(SendLog).filter_by(campaign_id=campaign.id)
+        )
+    }
+    by_member = {m.subscriber.email: logs[m.subscriber_id] for m in members}
+    assert by_member["m0@example.dk"].status is SendStatus.SENT
+    full = by_member["m1@example.dk"]
+    assert full.status is SendStatus.QUEUED and full.next_attempt_at is not None
+    assert "Mailbox full" in full.last_error
+    assert by_member["m2@example.dk"].status is SendStatus.FAILED
+    assert members[2].status is MembershipStatus.BOUNCED  # the address is gone
+    assert by_member["m3@example.dk"].status is SendStatus.FAILED
+    assert members[3].status is MembershipStatus.CONFIRMED  # our problem, not theirs
+    assert campaign.status is CampaignStatus.SENDING  # m1 is still to come
+
+    # Later the mailbox has room again: the retry goes out and the campaign ends.
+    smtp_server.refuse = {}
+    full.next_attempt_at = sending.utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    _sender(app, connections=1).run()
+    db.session.expire_all()
+    assert full.status is SendStatus.SENT and full.attempts == 2
+    assert campaign.status is CampaignStatus.SENT
+
+
+def test_a_server_that_is_down_makes_the_campaign_wait_not_drop_mail(
+    app_config, smtp_server, db, club
+):
+    from klubpost import create_app
+
+    app_config["MAIL_URL"] = "smtp://127.0.0.1:1"  # nothing listens there
+    down_app = create_app(app_config)
+    add_members(db, club, 3)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+
+    assert sending.Sender(down_app, connections=1).run() == 0
+    db.session.expire_all()
+    rows = db.session.scalars(select(SendLog).filter_by(campaign_id=campaign.id)).all()
+    assert {(r.status, r.attempts) for r in rows} == {(SendStatus.QUEUED, 0)}
+    assert "cannot reach" in rows[0].last_error
+    assert campaign.status is CampaignStatus.SENDING
+
+    app_config["MAIL_URL"] = f"smtp://127.0.0.1:{smtp_server.port}"
+    up_app = create_app(app_config)
+    for row in rows:
+        row.next_attempt_at = None
+    db.session.commit()
+    assert sending.Sender(up_app, connections=1).run() == 3
+    assert len(smtp_server.received) == 3
+    for extra_app in (down_app, up_app):
+        with extra_app.app_context():
+            _db.engine.dispose()
+
+
+def test_in_development_mail_goes_to_the_outbox(app, db, club):
+    add_members(db, club, 2)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    assert _sender(app).run() == 2
+    from conftest import outbox_messages
+
+    assert sorted(str(m["To"]) for m in outbox_messages(db)) == [
+        "Medlem0 <m0@example.dk>",
+        "Medlem1 <m1@example.dk>",
+    ]
+
+
+def test_editing_the_event_moves_its_scheduled_newsletter(db, club):
+    from campaigns.services import apply_event, create_event
+
+    event = create_event(
+        db.session, club.library, {"title": "Debat", "starts_at": "2027-03-26T19:00"}
+    )
+    db.session.commit()
+    campaign = make_campaign(db, club, event=event, kind=CampaignKind.BEFORE_EVENT)
+    sending.schedule(campaign, ScheduleMode.BEFORE_EVENT, offset_minutes=60, now=NOW)
+    db.session.commit()
+    assert campaign.send_at == datetime(2027, 3, 26, 17, 0, tzinfo=UTC)
+
+    apply_event(db.session, event, club.library, {"starts_at": "2027-04-02T19:00"})
+    db.session.commit()
+
+    # 19:00 in Copenhagen is 17:00 UTC after the clocks went forward.
+    assert campaign.send_at == datetime(2027, 4, 2, 16, 0, tzinfo=UTC)
+
+
+# ----------------------------------------------------------------- the web UI
+
+
+def _editor_login(client, db, club):
+    from accounts.models import Role
+    from conftest import login, make_user
+
+    user = make_user(db, club.library, Role.EDITOR)
+    login(client, user)
+    return user
+
+
+def test_an_editor_schedules_pauses_resumes_and_watches_a_send(client, db, club):
+    from conftest import csrf_token
+
+    add_members(db, club, 3)
+    campaign = make_campaign(db, club)
+    _editor_login(client, db, club)
+    page = f"/campaigns/{campaign.id}"
+    token = csrf_token(client, page)
+
+    response = client.post(
+        f"{page}/schedule",
+        data={"csrf_token": token, "mode": "fixed", "send_at": "2030-05-01T09:30"},
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    # 09:30 in Copenhagen (summer time) is 07:30 UTC.
+    assert campaign.send_at == datetime(2030, 5, 1, 7, 30, tzinfo=UTC)
+    html = client.get(page).get_data(as_text=True)
+    assert "Scheduled for 2030-05-01 09:30" in html
+
+    client.post(f"{page}/unschedule", data={"csrf_token": token})
+    client.post(f"{page}/schedule", data={"csrf_token": token, "mode": "now"})
+    sending.start_due(db.session)
+    assert client.post(f"{page}/pause", data={"csrf_token": token}).status_code == 302
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.PAUSED
+    data = client.get(f"{page}/progress").get_json()
+    assert (data["status"], data["total"], data["queued"]) == ("paused", 3, 3)
+    html = client.get(page).get_data(as_text=True)
+    assert 'id="send-progress"' in html and "Resume" in html
+
+    client.post(f"{page}/resume", data={"csrf_token": token})
+    client.post(f"{page}/cancel", data={"csrf_token": token})
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.CANCELLED
+
+
+def test_bad_schedule_input_is_a_clear_400_and_changes_nothing(client, db, club):
+    from conftest import csrf_token
+
+    campaign = make_campaign(db, club)
+    _editor_login(client, db, club)
+    page = f"/campaigns/{campaign.id}"
+    token = csrf_token(client, page)
+
+    for data, message in [
+        ({"mode": "fixed", "send_at": "2001-01-01T10:00"}, "already passed"),
+        ({"mode": "fixed", "send_at": "next tuesday"}, "Enter a date and time"),
+        ({"mode": "fixed"}, "Choose the date and time"),
+        ({"mode": "before_event", "offset_hours": "2"}, "needs an event"),
+        ({"mode": "whenever"}, "When"),
+        ({"mode": "now", "offset_hours": "-5"}, "Hours"),
+    ]:
+        response = client.post(f"{page}/schedule", data={"csrf_token": token, **data})
+        assert response.status_code == 400, data
+        assert message in response.get_data(as_text=True), data
+    assert client.post(f"{page}/pause", data={"csrf_token": token}).status_code == 400
+    assert client.post(f"{page}/schedule", data={"mode": "now"}).status_code == 400
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.DRAFT and campaign.send_at is None
+
+
+# ----------------------------------------------------------------- the JSON API
+
+
+def test_the_api_schedules_steers_and_reports_progress(client, db, club):
+    from accounts.models import Role
+    from accounts.services import issue_token
+    from conftest import make_user
+
+    def headers(role):
+        _t, clear = issue_token(db.session, make_user(db, club.library, role), "t")
+        db.session.commit()
+        return {"Authorization": f"Bearer {clear}"}
+
+    editor, staff = headers(Role.EDITOR), headers(Role.STAFF)
+    add_members(db, club, 2)
+    campaign = make_campaign(db, club)
+    url = f"/api/campaigns/{campaign.id}"
+
+    response = client.post(
+        f"{url}/schedule",
+        json={"mode": "fixed", "send_at": "2030-05-01T09:30"},
+        headers=editor,
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "scheduled"
+    assert body["send_at"] == "2030-05-01T07:30:00+00:00"
+    assert client.post(f"{url}/pause", headers=staff).status_code == 403
+
+    response = client.post(f"{url}/pause", headers=editor)
+    assert response.status_code == 409
+    assert response.get_json()["error"]["field"] == "status"
+
+    for path, payload, field in [
+        ("schedule", {"mode": "soon"}, "mode"),
+        ("schedule", {"mode": "before_event", "offset_minutes": "3"}, "offset"),
+        ("schedule", {"mode": "fixed", "send_at": "yesterday"}, "send_at"),
+    ]:
+        client.post(f"{url}/unschedule", headers=editor)
+        response = client.post(f"{url}/{path}", json=payload, headers=editor)
+        assert response.status_code == 422, payload
+        assert response.get_json()["error"]["field"] == field
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.DRAFT
+
+    client.post(f"{url}/schedule", json={"mode": "now"}, headers=editor)
+    sending.start_due(db.session)
+    assert client.post(f"{url}/pause", headers=editor).get_json()["status"] == "paused"
+    progress = client.get(f"{url}/progress", headers=staff).get_json()["progress"]
+    assert (progress["total"], progress["queued"], progress["sent"]) == (2, 2, 0)
+    assert client.post(f"{url}/cancel", headers=editor).get_json()["status"] == (
+        "cancelled"
+    )
