@@ -22,7 +22,7 @@ def main() -> None:
 
 def init_app(app) -> None:
     """Add our commands to the app's `flask`/`klubpost` command group."""
-    for command in (demo, scheduler_command, dev):
+    for command in (demo, scheduler_command, dev, imports):
         app.cli.add_command(command)
 
 
@@ -68,6 +68,23 @@ def scheduler_command() -> None:
     # Not a line for every tick: our own log says what the scheduler did.
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler.run(current_app._get_current_object())
+
+
+@click.group()
+def imports() -> None:
+    """CSV imports (normally run by the scheduler)."""
+
+
+@imports.command("run")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None)
+@with_appcontext
+def run_imports(batch_size: int | None) -> None:
+    """Process queued imports now, and take over those of a stopped runner."""
+    from subscribers.imports import run_pending_imports
+
+    _require_schema()
+    worked = run_pending_imports(db.session, batch_rows=batch_size)
+    click.echo(f"{worked} import(s) processed.")
 
 
 @click.command()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from email.headerregistry import Address
+from email.message import EmailMessage
 
-from flask import render_template
+import idna
+from flask import current_app, has_request_context, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
@@ -31,6 +33,17 @@ def preferences_url(subscriber_id: int) -> str:
     return external_url("public.preferences", token=sign("manage", subscriber_id))
 
 
+def ascii_address(address: str) -> str:
+    """An address with its domain in ASCII (punycode), as mail headers need it."""
+    local, _at, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:  # IDNA 2008, as email-validator checked the domain
+        return f"{local}@{idna.encode(domain).decode('ascii')}"
+    except idna.IDNAError:
+        return address
+
+
 def send_confirmation(session: Session, membership: Membership) -> QueuedMail:
     """Queue the double opt-in mail, in the club's language, and try it at once."""
     mail = queue_confirmation(session, membership)
@@ -42,7 +55,19 @@ def send_confirmation(session: Session, membership: Membership) -> QueuedMail:
 
 
 def queue_confirmation(session: Session, membership: Membership) -> QueuedMail:
-    """Queue the double opt-in mail for the scheduler to send; does not commit."""
+    """Queue the double opt-in mail for the scheduler to send (flushes only)."""
+    if has_request_context():
+        msg = confirmation_message(membership)
+    else:
+        # Imports run in the scheduler, outside any request: links need one.
+        base = current_app.config["BASE_URL"]
+        with current_app.test_request_context("/", base_url=base):
+            msg = confirmation_message(membership)
+    return queue_mail(session, msg, membership.club.library_id)
+
+
+def confirmation_message(membership: Membership) -> EmailMessage:
+    """The double opt-in mail, in the subscriber's or the club's language."""
     club = membership.club
     subscriber = membership.subscriber
     language = subscriber.language or club.language
@@ -57,8 +82,8 @@ def queue_confirmation(session: Session, membership: Membership) -> QueuedMail:
         text = render_template("mails/confirm.txt", **context)
         html = render_template("mails/confirm.html", **context)
     msg = new_message(
-        sender=str(Address(club.from_name, addr_spec=club.from_email)),
-        to=subscriber.email,
+        sender=str(Address(club.from_name, addr_spec=ascii_address(club.from_email))),
+        to=ascii_address(subscriber.email),
         subject=subject,
         domain=club.library.domain,
     )
@@ -67,7 +92,7 @@ def queue_confirmation(session: Session, membership: Membership) -> QueuedMail:
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
-    return queue_mail(session, msg, club.library_id)
+    return msg
 
 
 def queue_import_confirmations(session: Session, limit: int = 500) -> int:
