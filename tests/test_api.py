@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -709,6 +710,15 @@ def test_bad_bodies_get_clear_errors_and_change_nothing(app, db, as_role, hernin
     huge = {"email": "a@b.dk", "first_name": "x" * 2000}
     response = api("POST", url, huge)
     assert response.status_code == 413 and error(response)["code"] == "too_large"
+    # Sent in chunks, without a Content-Length, as a streaming client does.
+    response = api(
+        "POST",
+        url,
+        input_stream=io.BytesIO(json.dumps(huge).encode()),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413 and error(response)["code"] == "too_large"
     assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 0
 
 
@@ -906,3 +916,47 @@ def test_international_addresses_get_working_mail_headers(db, as_role, herning):
     # The part before the @ must be ASCII: our mail goes out without SMTPUTF8.
     response = api("POST", f"/api/clubs/{club.id}/members", {"email": "jørn@x.dk"})
     assert response.status_code == 422 and error(response)["field"] == "email"
+
+
+def test_answers_match_the_documented_schemas(app, db, as_role, herning):
+    from jsonschema import Draft202012Validator
+
+    library, club, _users = herning
+    person = make_subscriber(db, library, "doc@example.dk", attributes={"a": "b"})
+    membership = join_club(db.session, club, person, source="t")
+    db.session.commit()
+    api = as_role(Role.ADMIN)
+    job = api(
+        "POST",
+        f"/api/clubs/{club.id}/imports",
+        {"records": [{"email": "x@example.dk"}, {"email": "bad"}]},
+    ).get_json()
+    ids = {
+        "{library_id}": library.id,
+        "{club_id}": club.id,
+        "{subscriber_id}": person.id,
+        "{membership_id}": membership.id,
+        "{job_id}": job["id"],
+    }
+    document = api.get("/api/openapi.json").get_json()
+    checked = 0
+    for path, item in document["paths"].items():
+        operation = item.get("get")
+        if operation is None or path.endswith("openapi.json"):
+            continue
+        url = path
+        for name, value in ids.items():
+            url = url.replace(name, str(value))
+        response = api.get(url)
+        assert response.status_code == 200, url
+        schema = operation["responses"]["200"]["content"]["application/json"]
+        validator = Draft202012Validator(
+            {**schema["schema"], "components": document["components"]}
+        )
+        problems = [e.message for e in validator.iter_errors(response.get_json())]
+        assert not problems, (url, problems)
+        checked += 1
+    assert checked == 10
+    bad = api("POST", "/api/clubs", {"name": 1})
+    error_schema = {"$ref": "#/components/schemas/Error", **document}
+    assert not list(Draft202012Validator(error_schema).iter_errors(bad.get_json()))
