@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from email.headerregistry import Address
+from email.message import EmailMessage
 
 import idna
-from flask import render_template
+from flask import current_app, has_request_context, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
@@ -54,7 +55,19 @@ def send_confirmation(session: Session, membership: Membership) -> QueuedMail:
 
 
 def queue_confirmation(session: Session, membership: Membership) -> QueuedMail:
-    """Queue the double opt-in mail for the scheduler to send; does not commit."""
+    """Queue the double opt-in mail for the scheduler to send (flushes only)."""
+    if has_request_context():
+        msg = confirmation_message(membership)
+    else:
+        # Imports run in the scheduler, outside any request: links need one.
+        base = current_app.config["BASE_URL"]
+        with current_app.test_request_context("/", base_url=base):
+            msg = confirmation_message(membership)
+    return queue_mail(session, msg, membership.club.library_id)
+
+
+def confirmation_message(membership: Membership) -> EmailMessage:
+    """The double opt-in mail, in the subscriber's or the club's language."""
     club = membership.club
     subscriber = membership.subscriber
     language = subscriber.language or club.language
@@ -79,7 +92,7 @@ def queue_confirmation(session: Session, membership: Membership) -> QueuedMail:
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
-    return queue_mail(session, msg, club.library_id)
+    return msg
 
 
 def queue_import_confirmations(session: Session, limit: int = 500) -> int:

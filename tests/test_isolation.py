@@ -17,7 +17,7 @@ from klubpost.mail import OutboxMessage
 from subscribers.models import Club, ImportJob, Membership, Subscriber
 from subscribers.services import join_club
 
-STAFF_BLUEPRINTS = {"accounts", "subscribers", "outbox"}
+STAFF_BLUEPRINTS = {"accounts", "subscribers", "imports", "outbox"}
 
 
 @pytest.fixture
