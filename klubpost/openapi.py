@@ -236,7 +236,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "additionalProperties": {"type": "integer"},
                 "description": "Rows per outcome; for unconfirmed new members also "
-                "`confirmation_mails_pending` and `confirmation_mails_queued`.",
+                "`mails_pending` and `mails_queued`.",
             },
             "error": {"type": ["string", "null"]},
             "created_at": TIMESTAMP,

@@ -26,7 +26,6 @@ from klubpost.openapi import build_document, describe
 from klubpost.security import csrf
 from subscribers import services
 from subscribers.imports import (
-    IMPORTED,
     INVALID_ROW,
     ImportRecord,
     ImportReport,
@@ -670,10 +669,10 @@ def create_import(club_id: int):
     job.processed_rows = job.total_rows
     job.status = ImportStatus.DONE
     job.finished_at = utcnow()
-    if club.double_opt_in and not consent_given and result.counts[IMPORTED]:
+    if result.unconfirmed_ids:
         # The scheduler queues the mails (subscribers.mails): building thousands
         # of them here would keep the client waiting for minutes.
-        report.counts[CONFIRMATIONS_PENDING] = result.counts[IMPORTED]
+        report.counts[CONFIRMATIONS_PENDING] = len(result.unconfirmed_ids)
     job.counts = dict(report.counts)
     db.session.commit()
     return _created(import_json(job))

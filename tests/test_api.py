@@ -596,7 +596,7 @@ def test_import_without_consent_sends_confirmation_mails_in_batches(
     response = api("POST", f"/api/clubs/{club.id}/imports", {"records": records})
     assert response.status_code == 201
     job = response.get_json()
-    assert job["counts"] == {"imported": 3, "confirmation_mails_pending": 3}
+    assert job["counts"] == {"imported": 3, "mails_pending": 3}
     statuses = db.session.scalars(select(Membership.status)).all()
     assert statuses == [MembershipStatus.UNCONFIRMED] * 3
 
@@ -608,8 +608,8 @@ def test_import_without_consent_sends_confirmation_mails_in_batches(
     assert queue_import_confirmations(db.session, limit=2) == 0
     assert queue_import_confirmations(db.session, limit=2) == 0
     counts = api.get(f"/api/imports/{job['id']}").get_json()["counts"]
-    assert counts["confirmation_mails_pending"] == 0
-    assert counts["confirmation_mails_queued"] == 2
+    assert counts["mails_pending"] == 0
+    assert counts["mails_queued"] == 2
     recipients = db.session.scalars(select(QueuedMail.recipient)).all()
     assert sorted(recipients) == ["p0@example.dk", "p1@example.dk"]
 
