@@ -960,3 +960,22 @@ def test_answers_match_the_documented_schemas(app, db, as_role, herning):
     bad = api("POST", "/api/clubs", {"name": 1})
     error_schema = {"$ref": "#/components/schemas/Error", **document}
     assert not list(Draft202012Validator(error_schema).iter_errors(bad.get_json()))
+
+
+def test_no_query_parameter_makes_a_server_error(app, db, as_role, herning):
+    from klubpost.openapi import api_operations
+
+    library, club, _users = herning
+    make_subscriber(db, library, "q@example.dk")
+    api = as_role(Role.STAFF)
+    odd = ["", "\x00", "%", "_", "\\", "x" * 5000, "-1", "1e9", "99999999999999999999"]
+    for (path, method), operation in api_operations(app).items():
+        if method != "get" or "{" in path.replace("{club_id}", ""):
+            continue
+        url = path.replace("{club_id}", str(club.id))
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] != "query":
+                continue
+            for value in odd:
+                response = api.get(url, query_string={parameter["name"]: value})
+                assert response.status_code in (200, 404, 422), (url, value)
