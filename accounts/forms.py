@@ -70,3 +70,6 @@ class LibraryForm(FlaskForm):
         _l("Language"), choices=[c for c in LANGUAGE_CHOICES if c.value]
     )
     record_ip = BooleanField(_l("Keep the (truncated) IP address in consent records"))
+    logo_url = StringField(_l("Logo (link to an image)"), validators=[Length(max=2000)])
+    primary_color = StringField(_l("Main colour"), validators=[Length(max=7)])
+    accent_color = StringField(_l("Accent colour"), validators=[Length(max=7)])

@@ -54,6 +54,10 @@ class Library(db.Model):
     language: Mapped[str] = mapped_column(String(8), default="da")
     # Whether consent records keep the (truncated) IP address of the form.
     record_ip: Mapped[bool] = mapped_column(default=False)
+    # Branding of the newsletters (colours are validated #rrggbb values).
+    logo_url: Mapped[str | None] = mapped_column(String(2000))
+    primary_color: Mapped[str] = mapped_column(String(7), default="#1f4e79")
+    accent_color: Mapped[str] = mapped_column(String(7), default="#c8102e")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     consortium: Mapped[Consortium | None] = relationship(back_populates="libraries")

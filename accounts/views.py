@@ -94,17 +94,41 @@ def library_settings():
     form = LibraryForm(obj=library)
     if form.validate_on_submit():
         domain = form.domain.data.strip().lower()
+        branding = _branding(form, library)
         if not DOMAIN_RE.match(domain):
             form.domain.errors.append(_("Enter a domain name such as bibliotek.dk."))
-        else:
+        elif branding is not None:
             library.name, library.domain = form.name.data.strip(), domain
             library.timezone, library.language = form.timezone.data, form.language.data
             library.record_ip = form.record_ip.data
+            library.logo_url, library.primary_color, library.accent_color = branding
             db.session.commit()
             flash(_("Library settings saved."), "success")
             return redirect(url_for("accounts.library_settings"))
     status = 400 if form.errors else 200
     return render_template("accounts/library.html", form=form, library=library), status
+
+
+def _branding(
+    form: LibraryForm, library: Library
+) -> tuple[str | None, str, str] | None:
+    """The newsletters' logo and colours from the form, or None (errors on fields).
+
+    A colour left empty keeps the library's current one.
+    """
+    from campaigns.services import CampaignError, check_color, check_url
+
+    try:
+        return (
+            check_url(form.logo_url.data, "logo_url"),
+            check_color(
+                form.primary_color.data or library.primary_color, "primary_color"
+            ),
+            check_color(form.accent_color.data or library.accent_color, "accent_color"),
+        )
+    except CampaignError as exc:
+        getattr(form, exc.field).errors.append(exc.message)
+        return None
 
 
 @bp.get("/users")

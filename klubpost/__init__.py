@@ -43,6 +43,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     from accounts.views import bp as accounts_bp
+    from campaigns.api import bp as campaigns_api_bp
+    from campaigns.public import bp as campaigns_public_bp
+    from campaigns.views import bp as campaigns_bp
     from klubpost.outbox import bp as outbox_bp
     from klubpost.schema import require_current_schema
     from subscribers.api import bp as subscribers_api_bp
@@ -58,6 +61,9 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(public_bp)
     app.register_blueprint(subscribers_api_bp)
     app.register_blueprint(outbox_bp)
+    app.register_blueprint(campaigns_bp)
+    app.register_blueprint(campaigns_public_bp)
+    app.register_blueprint(campaigns_api_bp)
 
 
 def _start_clean() -> None:
@@ -69,6 +75,6 @@ def _start_clean() -> None:
     from flask import g
     from flask_babel import refresh
 
-    for name in ("_login_user", "api_user", "locale"):
+    for name in ("_login_user", "api_user", "locale", "csrf_token"):
         g.pop(name, None)
     refresh()

@@ -43,6 +43,20 @@ LIBRARIES = [
         ],
         "last_names": ["Jensen", "Nielsen", "Hansen", "Pedersen", "Andersen", "Larsen"],
         "branches": ["Hovedbiblioteket", "Lind", "Sunds", "Aulum"],
+        "events": [
+            ("Forfatteraften med Ida Jessen", "vip", 12, "Hovedbiblioteket, salen"),
+            ("Debat: Hvem ejer byens rum?", "debat", 19, "Hovedbiblioteket, caféen"),
+            ("Familielørdag: byg en robot", "familie", 26, "Lind bibliotek"),
+            ("Læsekreds om klimaromaner", "debat", -7, "Sunds bibliotek"),
+        ],
+        "drafts": {
+            "before_event": ("Kom til forfatteraften", "Sæt kryds i kalenderen"),
+            "after_event": ("Tak for i aftes: slides og læseliste", "Materialer"),
+            "regular": ("Nyt fra klubben i denne måned", "Det sker"),
+        },
+        "intro": (
+            "Kære medlem. Her er nyt fra biblioteket.\n\nVi glæder os til at se dig."
+        ),
     },
     {
         "name": "Bibliotheek Utrecht",
@@ -67,6 +81,21 @@ LIBRARIES = [
         ],
         "last_names": ["de Jong", "Jansen", "de Vries", "van Dijk", "Bakker", "Visser"],
         "branches": ["Neude", "Oog in Al", "Overvecht", "Leidsche Rijn"],
+        "events": [
+            ("Schrijversavond met Tommy Wieringa", "vip", 10, "Neude, grote zaal"),
+            ("Debat: wie bezit de stad?", "debat", 17, "Neude, café"),
+            ("Gezinszaterdag: bouw een robot", "gezin", 24, "Leidsche Rijn"),
+            ("Leesclub over klimaatromans", "debat", -5, "Oog in Al"),
+        ],
+        "drafts": {
+            "before_event": ("Kom naar de schrijversavond", "Zet het in je agenda"),
+            "after_event": (
+                "Bedankt voor gisteravond: slides en leeslijst",
+                "Materialen",
+            ),
+            "regular": ("Nieuws van de club deze maand", "Dit gebeurt er"),
+        },
+        "intro": "Beste lid. Hier is het nieuws van de bibliotheek.\n\nTot snel!",
     },
 ]
 
@@ -159,6 +188,7 @@ def _load_library(
         )
         for name, slug, description in spec["clubs"]
     ]
+    _load_events_and_drafts(session, library, clubs, spec)
     for i in range(150):
         first = rng.choice(spec["first_names"])
         last = rng.choice(spec["last_names"])
@@ -188,3 +218,79 @@ def _load_library(
                 tracking_consent=rng.random() < 0.6,
                 consent_given=rng.random() < 0.9,
             )
+
+
+def _load_events_and_drafts(
+    session: Session, library: Library, clubs: list, spec: dict
+) -> None:
+    """A few events around today, and a draft of each kind for the first clubs."""
+    from datetime import datetime, time, timedelta
+
+    from campaigns.services import create_campaign, create_event, local_to_utc
+
+    by_slug = {club.slug: club for club in clubs}
+    events = []
+    for title, club_slug, days, venue in spec["events"]:
+        day = datetime.now().date() + timedelta(days=days)
+        starts = local_to_utc(datetime.combine(day, time(19, 0)), library.timezone)
+        events.append(
+            create_event(
+                session,
+                library,
+                {
+                    "title": title,
+                    "description": spec["intro"].split("\n")[0],
+                    "starts_at": starts,
+                    "ends_at": starts + timedelta(hours=2),
+                    "venue": venue,
+                    "ticket_url": f"https://{library.domain}/tickets/{len(events)}",
+                    "club_ids": [by_slug[club_slug].id],
+                    "materials": (
+                        [
+                            {
+                                "label": "Slides",
+                                "url": f"https://{library.domain}/slides.pdf",
+                                "tag": "slides",
+                            }
+                        ]
+                        if days < 0
+                        else []
+                    ),
+                },
+            )
+        )
+    upcoming, past = events[0], events[-1]
+    text = {"type": "text", "heading": None, "text": spec["intro"]}
+    for kind, (subject, heading) in spec["drafts"].items():
+        event = {"before_event": upcoming, "after_event": past}.get(kind)
+        cards = [{"type": "event", "event_id": e.id} for e in events[:3]]
+        blocks = [{**text, "heading": heading}]
+        blocks += [{"type": "event", "event_id": event.id}] if event else cards
+        if kind == "after_event":
+            blocks.append(
+                {
+                    "type": "links",
+                    "title": heading,
+                    "links": [
+                        {
+                            "label": "Slides",
+                            "url": f"https://{library.domain}/slides.pdf",
+                            "tag": "slides",
+                            "track": True,
+                        }
+                    ],
+                }
+            )
+        club = by_slug[spec["events"][0][1]] if event else clubs[-1]
+        create_campaign(
+            session,
+            club,
+            None,
+            {
+                "kind": kind,
+                "event_id": event.id if event else None,
+                "subject": subject,
+                "preheader": heading,
+                "blocks": blocks,
+            },
+        )

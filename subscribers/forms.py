@@ -35,6 +35,7 @@ class ClubForm(FlaskForm):
     tracking_consent_required = BooleanField(
         _l("Track opens and clicks only for members who consent to it")
     )
+    public_archive = BooleanField(_l("Show sent newsletters in a public archive"))
     consent_text = TextAreaField(
         _l("Consent text on the sign-up form"),
         validators=[DataRequired(), Length(max=2000)],

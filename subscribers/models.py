@@ -42,6 +42,8 @@ class Club(db.Model):
     reply_to: Mapped[str | None] = mapped_column(String(320))
     double_opt_in: Mapped[bool] = mapped_column(default=True)
     tracking_consent_required: Mapped[bool] = mapped_column(default=True)
+    # Whether the club's sent newsletters are listed on a public archive page.
+    public_archive: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     library: Mapped[Library] = relationship()

@@ -119,6 +119,7 @@ def edit_club(club_id: int):
             services.update_club(
                 db.session, club, **{f: getattr(form, f).data for f in CLUB_FIELDS}
             )
+            club.public_archive = form.public_archive.data
             services.set_consent_text(
                 db.session, club, form.consent_text.data, form.tracking_text.data
             )

@@ -5,6 +5,8 @@ from sqlalchemy import select
 
 from accounts.models import ApiToken, Consortium, Role
 from accounts.services import issue_token
+from campaigns.models import Campaign, Template
+from campaigns.services import create_campaign, create_event
 from conftest import (
     csrf_token,
     login,
@@ -17,7 +19,7 @@ from klubpost.mail import OutboxMessage
 from subscribers.models import Club, ImportJob, Membership, Subscriber
 from subscribers.services import join_club
 
-STAFF_BLUEPRINTS = {"accounts", "subscribers", "imports", "outbox"}
+STAFF_BLUEPRINTS = {"accounts", "subscribers", "imports", "outbox", "campaigns"}
 
 
 @pytest.fixture
@@ -33,7 +35,21 @@ def other_library(db):
     message = OutboxMessage(
         library_id=library.id, sender="a@example.nl", recipients="b@example.nl", raw=b""
     )
-    db.session.add_all([job, message])
+    event = create_event(
+        db.session, library, {"title": "Geheim", "starts_at": "2026-12-01T19:00"}
+    )
+    template = Template(
+        library_id=library.id,
+        name="B",
+        kind="regular",
+        language="nl",
+        source="<mjml></mjml>",
+    )
+    db.session.add_all([job, message, template])
+    db.session.flush()
+    campaign = create_campaign(
+        db.session, club, user, {"kind": "regular", "subject": "Geheim"}
+    )
     db.session.commit()
     return {
         "club_id": club.id,
@@ -43,6 +59,9 @@ def other_library(db):
         "token_id": token.id,
         "job_id": job.id,
         "message_id": message.id,
+        "event_id": event.id,
+        "campaign_id": campaign.id,
+        "template_id": template.id,
     }
 
 
@@ -81,6 +100,9 @@ def test_every_object_url_of_another_library_is_404(app, client, db, other_libra
         db.session.get(Membership, other_library["membership_id"]).status == "confirmed"
     )
     assert db.session.get(ApiToken, other_library["token_id"]).revoked_at is None
+    campaign = db.session.get(Campaign, other_library["campaign_id"])
+    assert campaign.subject == "Geheim" and campaign.version == 1
+    assert db.session.get(Template, other_library["template_id"]) is not None
 
 
 def test_lists_show_only_the_own_library(client, db, other_library):
@@ -93,6 +115,8 @@ def test_lists_show_only_the_own_library(client, db, other_library):
     assert "b@example.nl" not in outbox
     users = client.get("/users").get_data(as_text=True)
     assert "utrecht" not in users
+    assert "Geheim" not in client.get("/events").get_data(as_text=True)
+    assert "B</a>" not in client.get("/templates").get_data(as_text=True)
     own_club = db.session.scalar(select(Club).where(Club.library_id == mine.id))
     search = client.get(f"/clubs/{own_club.id}?q=geheim").get_data(as_text=True)
     assert "geheim@example.nl" not in search
