@@ -118,6 +118,9 @@ def json_body(schema_name: str, shallow: tuple[str, ...] = ()) -> dict[str, Any]
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge as exc:
         raise too_large() from exc
+    if request.content_length is None and len(raw) >= max_body():
+        # A chunked body is cut off at the limit rather than refused.
+        raise too_large()
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:

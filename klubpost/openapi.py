@@ -236,7 +236,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "additionalProperties": {"type": "integer"},
                 "description": "Rows per outcome; for unconfirmed new members also "
-                "`confirmation_mails_pending` and `confirmation_mails_queued`.",
+                "`mails_pending` and `mails_queued`.",
             },
             "error": {"type": ["string", "null"]},
             "created_at": TIMESTAMP,
@@ -333,6 +333,10 @@ def _operation(endpoint: str, doc: dict[str, Any], path_args: list[str]) -> dict
         codes.add(404)
     if doc["body"]:
         codes.update({400, 413, 415, 422})
+    if doc["query"]:
+        codes.add(422)
+    if "library_id" in doc["query"]:
+        codes.add(404)
     for code in sorted(codes):
         responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
     operation: dict[str, Any] = {

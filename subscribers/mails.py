@@ -19,8 +19,8 @@ from subscribers.models import ImportJob, Membership, MembershipStatus
 
 # Keys of ImportJob.counts: members of an import still to be sent the
 # confirmation mail, and how many mails were queued so far.
-CONFIRMATIONS_PENDING = "confirmation_mails_pending"
-CONFIRMATIONS_QUEUED = "confirmation_mails_queued"
+CONFIRMATIONS_PENDING = "mails_pending"
+CONFIRMATIONS_QUEUED = "mails_queued"
 
 
 def confirmation_url(membership: Membership) -> str:

@@ -366,7 +366,7 @@ def search_members(
     )
     if status in {s.value for s in MembershipStatus}:
         stmt = stmt.where(Membership.status == status)
-    query = (query or "").strip()[:200]
+    query = (query or "").replace("\x00", "").strip()[:200]  # PostgreSQL: no NUL
     if query:
         like = f"%{_escape_like(query.lower())}%"
         stmt = stmt.where(
@@ -382,7 +382,7 @@ def search_members(
 def search_subscribers(library_ids: Iterable[int], query: str = ""):
     """A select() of the libraries' subscribers whose address or name matches."""
     stmt = select(Subscriber).where(Subscriber.library_id.in_(list(library_ids)))
-    query = (query or "").strip()[:200]
+    query = (query or "").replace("\x00", "").strip()[:200]  # PostgreSQL: no NUL
     if query:
         like = f"%{_escape_like(query.lower())}%"
         stmt = stmt.where(
