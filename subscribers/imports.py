@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from klubpost.db import utcnow
 from subscribers.csvfiles import (
@@ -113,8 +113,6 @@ class ImportReport:
 
     counts: Counter = field(default_factory=Counter)
     issues: list[dict[str, Any]] = field(default_factory=list)
-    # New unconfirmed memberships, which need a confirmation mail.
-    unconfirmed_ids: list[int] = field(default_factory=list)
 
     def add_issue(self, record: ImportRecord, outcome: str, message: str = "") -> None:
         """Count a row that was not imported and say why."""
@@ -222,7 +220,7 @@ def import_records(
             ).all()
         )
     if joining:
-        report.unconfirmed_ids = _insert_memberships(
+        _insert_memberships(
             session, club, joining, existing, consent_given, source, job_id, db_now
         )
     report.counts[IMPORTED] += len(joining)
@@ -297,8 +295,8 @@ def _insert_memberships(
     source: str,
     job_id: int | None,
     db_now: Any,
-) -> list[int]:
-    """Insert the memberships; return the ids of unconfirmed ones (to be mailed)."""
+) -> None:
+    """Insert the new memberships of a batch."""
     confirmed = consent_given or not club.double_opt_in
     status = (
         MembershipStatus.CONFIRMED if confirmed else MembershipStatus.UNCONFIRMED
@@ -320,24 +318,7 @@ def _insert_memberships(
         )
         for key, record in joining
     ]
-    before = 0 if confirmed else _max_id(session, Membership)
     bulk_insert(session, Membership, MEMBERSHIP_COLUMNS, rows)
-    if confirmed:
-        return []
-    return list(
-        session.scalars(
-            select(Membership.id)
-            .where(
-                Membership.club_id == club.id,
-                Membership.id > before,
-                Membership.import_job_id.is_(None)
-                if job_id is None
-                else Membership.import_job_id == job_id,
-                Membership.consent_source == source,
-            )
-            .order_by(Membership.id)
-        )
-    )
 
 
 def _max_id(session: Session, model: type) -> int:
@@ -719,10 +700,6 @@ def _run_batches(session: Session, job_id: int, owner: str, batch_rows: int) -> 
             job_id=job_id,
         )
         counts.update(report.counts)
-        if report.unconfirmed_ids:
-            counts["mails_queued"] += queue_confirmations(
-                session, report.unconfirmed_ids
-            )
         done += len(batch)
         session.execute(
             update(ImportJob)
@@ -786,12 +763,25 @@ def _renew_lease(session: Session, job_id: int, owner: str) -> bool:
 def _finish(
     session: Session, job_id: int, owner: str, status: ImportStatus, error: str | None
 ) -> None:
+    """Close the job; unconfirmed members are left to the confirmation mailer.
+
+    The scheduler's `queue_import_confirmations` queues their mails in batches
+    once the count of pending confirmations is set here (not per batch: the
+    mailer changes the same counts, and a job never races with itself).
+    """
+    from subscribers.mails import CONFIRMATIONS_PENDING
+
+    job = session.get(ImportJob, job_id, populate_existing=True)
+    counts = dict(job.counts or {})
+    if not job.consent_given and job.club.double_opt_in and counts.get(IMPORTED):
+        counts[CONFIRMATIONS_PENDING] = counts[IMPORTED]
     session.execute(
         update(ImportJob)
         .where(ImportJob.id == job_id, ImportJob.lease_owner == owner)
         .values(
             status=status,
             error=error,
+            counts=counts,
             finished_at=utcnow(),
             lease_owner=None,
             lease_expires_at=None,
@@ -799,18 +789,3 @@ def _finish(
         .execution_options(synchronize_session=False)
     )
     session.commit()
-
-
-def queue_confirmations(session: Session, membership_ids: list[int]) -> int:
-    """Queue a confirmation mail for each of these new members (no sending here)."""
-    from subscribers.mails import queue_confirmation
-
-    memberships = session.scalars(
-        select(Membership)
-        .where(Membership.id.in_(membership_ids))
-        .options(selectinload(Membership.subscriber), selectinload(Membership.club))
-        .order_by(Membership.id)
-    ).all()
-    for membership in memberships:
-        queue_confirmation(session, membership)
-    return len(memberships)
