@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import re
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from json.encoder import encode_basestring_ascii
+from types import SimpleNamespace
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -36,7 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from klubpost.db import utcnow
 from subscribers.csvfiles import (
@@ -113,8 +116,6 @@ class ImportReport:
 
     counts: Counter = field(default_factory=Counter)
     issues: list[dict[str, Any]] = field(default_factory=list)
-    # New unconfirmed memberships, which need a confirmation mail.
-    unconfirmed_ids: list[int] = field(default_factory=list)
 
     def add_issue(self, record: ImportRecord, outcome: str, message: str = "") -> None:
         """Count a row that was not imported and say why."""
@@ -149,7 +150,33 @@ def import_records(
     seen = set() if seen is None else seen
     report = ImportReport()
     valid = _validate(records, club, report, seen)
+    return apply_records(
+        session,
+        club,
+        valid,
+        report,
+        consent_given=consent_given,
+        source=source,
+        job_id=job_id,
+    )
+
+
+Validated = dict[str, tuple[str, "ImportRecord", str, dict[str, str]]]
+
+
+def apply_records(
+    session: Session,
+    club: Club,
+    valid: Validated,
+    report: ImportReport,
+    *,
+    consent_given: bool,
+    source: str,
+    job_id: int | None = None,
+) -> ImportReport:
+    """The database half of `import_records`, for rows `_validate` accepted."""
     if not valid:
+        _save_issues(session, job_id, report)
         return report
     library_id = club.library_id
     keys = list(valid)
@@ -222,10 +249,15 @@ def import_records(
             ).all()
         )
     if joining:
-        report.unconfirmed_ids = _insert_memberships(
+        _insert_memberships(
             session, club, joining, existing, consent_given, source, job_id, db_now
         )
     report.counts[IMPORTED] += len(joining)
+    _save_issues(session, job_id, report)
+    return report
+
+
+def _save_issues(session: Session, job_id: int | None, report: ImportReport) -> None:
     if job_id is not None and report.issues:
         session.execute(
             insert(ImportIssue),
@@ -240,14 +272,17 @@ def import_records(
                 for i in report.issues
             ],
         )
-    return report
 
 
 def _validate(
-    records: Iterable[ImportRecord], club: Club, report: ImportReport, seen: set[str]
-) -> dict[str, tuple[str, ImportRecord, str, dict[str, str]]]:
-    """Check each record; return the good ones by address key, in file order."""
-    valid: dict[str, tuple[str, ImportRecord, str, dict[str, str]]] = {}
+    records: Iterable[ImportRecord], club: Any, report: ImportReport, seen: set[str]
+) -> Validated:
+    """Check each record; return the good ones by address key, in file order.
+
+    Uses only the club's language, and touches no database: the job runner
+    runs it in a thread of its own, ahead of the batch being written.
+    """
+    valid: Validated = {}
     for record in records:
         try:
             address, key = fast_normalize_email(record.email)
@@ -297,8 +332,8 @@ def _insert_memberships(
     source: str,
     job_id: int | None,
     db_now: Any,
-) -> list[int]:
-    """Insert the memberships; return the ids of unconfirmed ones (to be mailed)."""
+) -> None:
+    """Insert the new memberships of a batch."""
     confirmed = consent_given or not club.double_opt_in
     status = (
         MembershipStatus.CONFIRMED if confirmed else MembershipStatus.UNCONFIRMED
@@ -320,24 +355,7 @@ def _insert_memberships(
         )
         for key, record in joining
     ]
-    before = 0 if confirmed else _max_id(session, Membership)
     bulk_insert(session, Membership, MEMBERSHIP_COLUMNS, rows)
-    if confirmed:
-        return []
-    return list(
-        session.scalars(
-            select(Membership.id)
-            .where(
-                Membership.club_id == club.id,
-                Membership.id > before,
-                Membership.import_job_id.is_(None)
-                if job_id is None
-                else Membership.import_job_id == job_id,
-                Membership.consent_source == source,
-            )
-            .order_by(Membership.id)
-        )
-    )
 
 
 def _max_id(session: Session, model: type) -> int:
@@ -692,46 +710,103 @@ def process_job(
 
 
 def _run_batches(session: Session, job_id: int, owner: str, batch_rows: int) -> bool:
-    """Work through the rows after the checkpoint; False if the lease was lost."""
+    """Work through the rows after the checkpoint; False if the lease was lost.
+
+    A reader thread parses and checks the next batches while this thread
+    writes the current one, so the database and Python work at the same time.
+    """
     job = session.get(ImportJob, job_id)
     club = job.club
-    records = job_records(job)
-    seen: set[str] = set()
+    consent_given = job.consent_given
     done = job.processed_rows
     counts = Counter(job.counts or {})
-    if done:
-        # Rows before the checkpoint are in; only their addresses are needed
-        # again, so later duplicates of them are still reported as duplicates.
-        _validate(islice(records, done), club, ImportReport(), seen)
-    while batch := list(islice(records, batch_rows)):
-        _sqlite_for_batches(session, True)
-        if not _renew_lease(session, job_id, owner):
-            session.rollback()
-            log.warning("import %s: lease lost; another runner has it", job_id)
-            return False
-        report = import_records(
-            session,
-            club,
-            batch,
-            consent_given=job.consent_given,
-            source=f"import:{job_id}",
-            seen=seen,
-            job_id=job_id,
-        )
-        counts.update(report.counts)
-        if report.unconfirmed_ids:
-            counts["mails_queued"] += queue_confirmations(
-                session, report.unconfirmed_ids
+    batches = _ValidatedBatches(job, club.language, batch_rows)
+    try:
+        for rows, valid, report in batches:
+            _sqlite_for_batches(session, True)
+            if not _renew_lease(session, job_id, owner):
+                session.rollback()
+                log.warning("import %s: lease lost; another runner has it", job_id)
+                return False
+            report = apply_records(
+                session,
+                club,
+                valid,
+                report,
+                consent_given=consent_given,
+                source=f"import:{job_id}",
+                job_id=job_id,
             )
-        done += len(batch)
-        session.execute(
-            update(ImportJob)
-            .where(ImportJob.id == job_id)
-            .values(processed_rows=done, counts=dict(counts))
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
+            counts.update(report.counts)
+            done += rows
+            session.execute(
+                update(ImportJob)
+                .where(ImportJob.id == job_id)
+                .values(processed_rows=done, counts=dict(counts))
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+    finally:
+        batches.close()
     return True
+
+
+class _ValidatedBatches:
+    """Iterate a job's remaining rows as checked batches, read by a thread.
+
+    The thread only parses and validates (no database, no ORM objects); it
+    stays at most two batches ahead.
+    """
+
+    def __init__(self, job: ImportJob, language: str, batch_rows: int) -> None:
+        self._records = job_records(job)
+        self._skip = job.processed_rows
+        self._club = SimpleNamespace(language=language)
+        self._batch_rows = batch_rows
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._app = current_app._get_current_object()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            with self._app.app_context():
+                seen: set[str] = set()
+                if self._skip:
+                    # Rows before the checkpoint are in; their addresses are
+                    # still needed, so later duplicates are reported as such.
+                    head = islice(self._records, self._skip)
+                    _validate(head, self._club, ImportReport(), seen)
+                while not self._stop.is_set():
+                    batch = list(islice(self._records, self._batch_rows))
+                    if not batch:
+                        break
+                    report = ImportReport()
+                    valid = _validate(batch, self._club, report, seen)
+                    self._put((len(batch), valid, report))
+            self._put(None)
+        except Exception as exc:  # handed to the writing thread, which fails the job
+            self._put(exc)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[tuple[int, Validated, ImportReport]]:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop the reader (after the last batch, a lost lease or an error)."""
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _sqlite_for_batches(session: Session, batches: bool) -> None:
@@ -786,12 +861,25 @@ def _renew_lease(session: Session, job_id: int, owner: str) -> bool:
 def _finish(
     session: Session, job_id: int, owner: str, status: ImportStatus, error: str | None
 ) -> None:
+    """Close the job; unconfirmed members are left to the confirmation mailer.
+
+    The scheduler's `queue_import_confirmations` queues their mails in batches
+    once the count of pending confirmations is set here (not per batch: the
+    mailer changes the same counts, and a job never races with itself).
+    """
+    from subscribers.mails import CONFIRMATIONS_PENDING
+
+    job = session.get(ImportJob, job_id, populate_existing=True)
+    counts = dict(job.counts or {})
+    if not job.consent_given and job.club.double_opt_in and counts.get(IMPORTED):
+        counts[CONFIRMATIONS_PENDING] = counts[IMPORTED]
     session.execute(
         update(ImportJob)
         .where(ImportJob.id == job_id, ImportJob.lease_owner == owner)
         .values(
             status=status,
             error=error,
+            counts=counts,
             finished_at=utcnow(),
             lease_owner=None,
             lease_expires_at=None,
@@ -799,18 +887,3 @@ def _finish(
         .execution_options(synchronize_session=False)
     )
     session.commit()
-
-
-def queue_confirmations(session: Session, membership_ids: list[int]) -> int:
-    """Queue a confirmation mail for each of these new members (no sending here)."""
-    from subscribers.mails import queue_confirmation
-
-    memberships = session.scalars(
-        select(Membership)
-        .where(Membership.id.in_(membership_ids))
-        .options(selectinload(Membership.subscriber), selectinload(Membership.club))
-        .order_by(Membership.id)
-    ).all()
-    for membership in memberships:
-        queue_confirmation(session, membership)
-    return len(memberships)

@@ -29,7 +29,7 @@ DYING_RUNNER = textwrap.dedent(
     from klubpost.db import db
     import subscribers.imports as imports
 
-    real = imports.import_records
+    real = imports.apply_records
     calls = []
 
     def import_then_die(session, *args, **kwargs):
@@ -40,7 +40,7 @@ DYING_RUNNER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return report
 
-    imports.import_records = import_then_die
+    imports.apply_records = import_then_die
     app = create_app({"DATABASE_URL": sys.argv[1], "SECRET_KEY": "t", "TESTING": True})
     with app.app_context():
         imports.run_pending_imports(db.session, batch_rows=10)

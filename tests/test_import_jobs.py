@@ -17,6 +17,7 @@ from conftest import (
 )
 from klubpost.mail import QueuedMail, deliver_queued
 from subscribers.imports import run_pending_imports
+from subscribers.mails import queue_import_confirmations
 from subscribers.models import (
     ImportIssue,
     ImportJob,
@@ -129,9 +130,15 @@ def test_without_consent_double_opt_in_queues_confirmation_mails(
     run_pending_imports(db.session)
     statuses = db.session.scalars(select(Membership.status)).all()
     assert statuses == [MembershipStatus.UNCONFIRMED] * 2
+    # The scheduler's next step queues the mails in batches.
+    assert queue_import_confirmations(db.session, limit=1) == 1
+    assert queue_import_confirmations(db.session, limit=1) == 1
+    assert queue_import_confirmations(db.session, limit=1) == 0
     assert count(db, QueuedMail) == 2
     db.session.expire_all()
-    assert job.counts["mails_queued"] == 2
+    assert job.counts["confirmation_mails_queued"] == 2
+    page = client.get(f"/clubs/{club.id}/imports/{job.id}").get_data(as_text=True)
+    assert "confirmation mails queued" in page
     deliver_queued(db.session)
     mails = outbox_messages(db)
     assert sorted(m["To"] for m in mails) == ["a@example.dk", "b@example.dk"]
