@@ -1,6 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
+PORT   ?= 5000
 BIN     = $(VENV)/bin
 
 .PHONY: run test install install-test lint translations
@@ -19,7 +20,7 @@ install-test: $(BIN)/python
 run: install
 	$(BIN)/klubpost db upgrade
 	$(BIN)/klubpost demo
-	$(BIN)/klubpost dev
+	$(BIN)/klubpost dev --port $(PORT)
 
 ## Install with test tools and run the whole test suite.
 test: install-test

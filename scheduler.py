@@ -22,11 +22,13 @@ TICK_SECONDS = 2
 def tick(app: Flask) -> None:
     """One round: send queued single mails, run queued imports."""
     from subscribers.imports import run_pending_imports
+    from subscribers.mails import queue_import_confirmations
 
     with app.app_context():
         try:
             deliver_queued(db.session)
             run_pending_imports(db.session)
+            queue_import_confirmations(db.session)
         finally:
             db.session.remove()
 

@@ -8,6 +8,7 @@ from flask import (
     Blueprint,
     abort,
     flash,
+    has_request_context,
     redirect,
     render_template,
     request,
@@ -246,6 +247,8 @@ def revoke_token(token_id: int):
 @bp.app_context_processor
 def inject_libraries():
     """Give the layout the libraries a consortium admin can switch between."""
+    if not has_request_context():  # mails built by the scheduler
+        return {}
     if current_user.is_authenticated and current_user.role == Role.CONSORTIUM_ADMIN:
         ids = allowed_library_ids(current_user)
         libraries = db.session.scalars(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from html.parser import HTMLParser
+from html import unescape
 
 SKIPPED = {"head", "style", "script", "title", "template"}
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta"}
@@ -34,12 +34,12 @@ BLOCKS = {
 }
 HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 HIDDEN_STYLE = re.compile(r"display\s*:\s*none|mso-hide\s*:\s*all", re.I)
+SPACES = re.compile(r"[ \t\r\f\v\xa0]{2,}|[ \t\r\f\v]")
 WIDTH = 76
 
 
-class _TextMaker(HTMLParser):
+class _TextMaker:
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.paragraphs: list[str] = []
         self.words: list[str] = []
         self.skip_depth = 0
@@ -50,12 +50,12 @@ class _TextMaker(HTMLParser):
 
     # parsing
     def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
         if self.skip_depth:
             if tag not in VOID:
                 self.skip_depth += 1
             return
-        if tag in SKIPPED or HIDDEN_STYLE.search(attrs.get("style") or ""):
+        attrs = dict(attrs)
+        if tag in SKIPPED or (attrs and HIDDEN_STYLE.search(attrs.get("style") or "")):
             if tag not in VOID:
                 self.skip_depth = 1
             return
@@ -105,10 +105,14 @@ class _TextMaker(HTMLParser):
         self.words.append(f" [{self.urls.index(href) + 1}]")
 
     def flush(self) -> None:
+        if not self.words:
+            self.heading, self.list_item = None, False
+            return
         text = "".join(self.words)
         self.words = []
-        lines = [" ".join(line.split()) for line in text.split("\n")]
-        lines = [line for line in lines if line]
+        # A lone no-break space (as in "7:00 PM") stays; runs of spaces become one.
+        lines = [SPACES.sub(" ", line).strip(" ") for line in text.split("\n")]
+        lines = [line for line in lines if line.strip()]
         if not lines:
             self.heading, self.list_item = None, False
             return
@@ -161,9 +165,43 @@ def _join_lists(paragraphs: list[str]) -> list[str]:
     return joined
 
 
+# One tag, comment or declaration; quoted attribute values may contain ">".
+TOKEN = re.compile(
+    r"<!--.*?-->|<(/?)([a-zA-Z][a-zA-Z0-9:-]*)((?:[^>\"']+|\"[^\"]*\"|'[^']*')*)>"
+    r"|<![^>]*>",
+    re.S,
+)
+ATTRIBUTE = re.compile(r"""([^\s=/>]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+)))?""")
+
+
+def _attributes(raw: str) -> list[tuple[str, str]]:
+    return [
+        (m.group(1).lower(), unescape(m.group(2) or m.group(3) or m.group(4) or ""))
+        for m in ATTRIBUTE.finditer(raw)
+    ]
+
+
 def html_to_text(html: str) -> str:
     """A readable plain-text version of an HTML mail."""
+    # A small tokenizer rather than html.parser: the mail's HTML is generated
+    # (well-formed) and this is several times faster on MJML's nested tables.
     maker = _TextMaker()
-    maker.feed(html)
-    maker.close()
+    position = 0
+    for match in TOKEN.finditer(html):
+        if match.start() > position:
+            data = html[position : match.start()]
+            maker.handle_data(unescape(data) if "&" in data else data)
+        position = match.end()
+        name = match.group(2)
+        if name is None:
+            continue  # a comment (Outlook's conditional markup) or <!doctype>
+        name = name.lower()
+        if match.group(1):
+            maker.handle_endtag(name)
+            continue
+        raw = match.group(3)
+        wanted = name in ("a", "img") or "none" in raw or "mso-hide" in raw
+        maker.handle_starttag(name, _attributes(raw) if wanted else [])
+    if position < len(html):
+        maker.handle_data(unescape(html[position:]))
     return maker.result()

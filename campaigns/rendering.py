@@ -15,7 +15,7 @@ import html as html_lib
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -219,6 +219,13 @@ def _when(event: dict, lang: str) -> str:
     return _when_text(event["starts"], event["ends"], lang)
 
 
+def _small_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > 1000:
+        raise SecurityError(_("The loop is too long."))
+    return numbers
+
+
 @lru_cache(maxsize=1)
 def _environment() -> _Sandbox:
     partials = {name: _template_file(file) for name, file in PARTIALS.items()}
@@ -229,6 +236,8 @@ def _environment() -> _Sandbox:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # Loops in editors' templates stay small (Jinja's sandbox allows 100,000).
+    env.globals["range"] = _small_range
     env.filters["when"] = _when
     env.filters["format_date"] = _format_date
     return env
@@ -301,8 +310,21 @@ class CompiledNewsletter:
     _html: _Pieces
     _text: _Pieces
 
-    def personalize(self, recipient: Recipient) -> tuple[str, str]:
-        """The (HTML, plain text) of the mail for `recipient`."""
+    def __post_init__(self) -> None:
+        self._link_text = {f"link{i}": link.url for i, link in enumerate(self.links)}
+        self._link_html = {
+            key: html_lib.escape(url) for key, url in self._link_text.items()
+        }
+        used = self._html.keys | self._text.keys
+        self._extra_keys = sorted(key for key in used if key.startswith("x_"))
+
+    def personalize(
+        self, recipient: Recipient, link_urls: dict[int, str] | None = None
+    ) -> tuple[str, str]:
+        """The (HTML, plain text) of the mail for `recipient`.
+
+        `link_urls` may replace the blocks' links (by their index in `links`),
+        e.g. with this recipient's tracked redirects; others keep their URL."""
         values = {
             "first_name": recipient.first_name.strip()
             or FIRST_NAME_FALLBACK[self.language],
@@ -311,12 +333,17 @@ class CompiledNewsletter:
             "preferences_url": recipient.preferences_url,
             "web_url": recipient.web_url,
         }
-        extra = recipient.extra
-        for key in self._text.keys | self._html.keys:
-            if key.startswith("x_"):
-                values[key] = str(extra.get(key[2:], ""))
+        for key in self._extra_keys:
+            values[key] = str(recipient.extra.get(key[2:], ""))
         escape = html_lib.escape
         escaped = {key: escape(value) for key, value in values.items()}
+        values.update(self._link_text)
+        escaped.update(self._link_html)
+        if link_urls:
+            for index, url in link_urls.items():
+                key = f"link{index}"
+                if key in values:
+                    values[key], escaped[key] = url, escape(url)
         return self._html.fill(escaped), self._text.fill(values)
 
 
@@ -351,6 +378,7 @@ def compile_newsletter(
     except BlockError as exc:
         raise RenderError(str(exc)) from exc
     placeholders = _Placeholders()
+    links = _link_slots(blocks, placeholders)
     context = _context(content, blocks, brand, club, placeholders)
     mjml_source = _render_template(source, context)
     html = _mjml_to_html(mjml_source, source)
@@ -361,7 +389,7 @@ def compile_newsletter(
     return CompiledNewsletter(
         html_size=size,
         warnings=_warnings(size, html_pieces),
-        links=_links(blocks),
+        links=links,
         language=club.language,
         _html=html_pieces,
         _text=text_pieces,
@@ -412,7 +440,7 @@ def _context(content, blocks, brand, club, placeholders) -> dict:
         club={"name": club.name, "language": club.language},
         lang=club.language,
         recipient=recipient,
-        today=datetime.now().astimezone(),
+        today=datetime.now(UTC),
     )
     return context
 
@@ -427,10 +455,15 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
+@lru_cache(maxsize=64)
+def _compiled_template(source: str):
+    """Jinja's compiled template for `source` (compiling is most of its cost)."""
+    return _environment().from_string(source)
+
+
 def _render_template(source: str, context: dict) -> str:
-    env = _environment()
     try:
-        template = env.from_string(source)
+        template = _compiled_template(source)
     except TemplateSyntaxError as exc:
         line = exc.lineno if exc.name is None else None
         raise RenderError(_("Template error: %(e)s", e=exc.message), line) from exc
@@ -541,6 +574,8 @@ def _mjml_error(exc: ValueError, mjml_source: str, source: str) -> RenderError:
         message = _("The MJML ends too early: an element is not closed.")
     elif detail.startswith("unexpected element"):
         message = _("Element not allowed here: “%(snippet)s”.", snippet=snippet)
+    elif detail.startswith("unexpected token"):
+        message = _("Unexpected text in the MJML: “%(snippet)s”.", snippet=snippet)
     elif detail.startswith("unable to parse"):
         message = _("The MJML has a malformed tag or attribute.")
     else:
@@ -575,9 +610,15 @@ def _tidy_head(mjml_source: str) -> str:
     return MJML_HEAD.sub(tidy, mjml_source, count=1)
 
 
+MJML_START = re.compile(r"\s*(?:<!--.*?-->\s*)*<mjml[\s>]", re.S | re.I)
+
+
 def _mjml_to_html(mjml_source: str, source: str) -> str:
+    if not MJML_START.match(mjml_source):
+        raise RenderError(_("The template must be MJML, starting with <mjml>."))
     _check_elements(mjml_source, source)
-    stripped, css = _inline_css(_tidy_head(mjml_source))
+    stripped, css = _inline_css(mjml_source)
+    stripped = _tidy_head(stripped)
     try:
         html = mjml.mjml2html(stripped, include_loader=_refuse_include)
     except ValueError as exc:
@@ -637,18 +678,27 @@ def _warnings(size: int, pieces: _Pieces) -> list[str]:
     return warnings
 
 
-def _links(blocks: list[dict]) -> list[LinkInfo]:
-    links = []
+def _link_slots(blocks: list[dict], placeholders: _Placeholders) -> list[LinkInfo]:
+    """The blocks' links, in order; each URL in `blocks` becomes a marker
+    ("link" + its index) so that `personalize` can put in a tracked URL."""
+    links: list[LinkInfo] = []
+
+    def slot(view: dict, key: str, label: str, tag=None, track=True) -> None:
+        links.append(LinkInfo(label, view[key], tag, track))
+        view[key] = placeholders.token(f"link{len(links) - 1}")
+
     for block in blocks:
         kind = block["type"]
         if kind == "image" and block["link"]:
-            links.append(LinkInfo(block["alt"] or block["url"], block["link"]))
+            slot(block, "link", block["alt"] or block["url"])
         elif kind == "button":
-            links.append(LinkInfo(block["label"], block["url"]))
+            slot(block, "url", block["label"])
         elif kind == "event":
             if block["ticket_url"]:
-                links.append(LinkInfo(block["title"], block["ticket_url"]))
-            links.extend(LinkInfo(**link) for link in block["materials"])
+                slot(block, "ticket_url", block["title"])
+            for link in block["materials"]:
+                slot(link, "url", link["label"], link["tag"], link["track"])
         elif kind == "links":
-            links.extend(LinkInfo(**link) for link in block["links"])
+            for link in block["links"]:
+                slot(link, "url", link["label"], link["tag"], link["track"])
     return links

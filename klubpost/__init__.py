@@ -49,6 +49,7 @@ def _register_blueprints(app: Flask) -> None:
     from klubpost.outbox import bp as outbox_bp
     from klubpost.schema import require_current_schema
     from subscribers.api import bp as subscribers_api_bp
+    from subscribers.import_views import bp as imports_bp
     from subscribers.public import bp as public_bp
     from subscribers.views import bp as subscribers_bp
 
@@ -56,6 +57,7 @@ def _register_blueprints(app: Flask) -> None:
     app.before_request(require_current_schema)
     app.register_blueprint(accounts_bp)
     app.register_blueprint(subscribers_bp)
+    app.register_blueprint(imports_bp)
     app.register_blueprint(public_bp)
     app.register_blueprint(subscribers_api_bp)
     app.register_blueprint(outbox_bp)

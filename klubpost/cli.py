@@ -22,7 +22,7 @@ def main() -> None:
 
 def init_app(app) -> None:
     """Add our commands to the app's `flask`/`klubpost` command group."""
-    for command in (demo, scheduler_command, dev):
+    for command in (demo, scheduler_command, dev, imports):
         app.cli.add_command(command)
 
 
@@ -65,27 +65,55 @@ def scheduler_command() -> None:
 
     _require_schema()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Not a line for every tick: our own log says what the scheduler did.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler.run(current_app._get_current_object())
 
 
+@click.group()
+def imports() -> None:
+    """CSV imports (normally run by the scheduler)."""
+
+
+@imports.command("run")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None)
+@with_appcontext
+def run_imports(batch_size: int | None) -> None:
+    """Process queued imports now, and take over those of a stopped runner."""
+    from subscribers.imports import run_pending_imports
+
+    _require_schema()
+    worked = run_pending_imports(db.session, batch_rows=batch_size)
+    click.echo(f"{worked} import(s) processed.")
+
+
 @click.command()
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", default=5000, type=int)
+@click.option("--host", default="127.0.0.1", envvar="HOST", show_default=True)
+@click.option("--port", default=5000, type=int, envvar="PORT", show_default=True)
 @with_appcontext
 def dev(host: str, port: int) -> None:
     """Run the web app and the scheduler together, for development."""
+    from werkzeug.serving import run_simple
+
     from klubpost.demo import demo_logins
 
     _require_schema()
+    app = current_app._get_current_object()
+    env = dict(os.environ)
+    if not os.environ.get("BASE_URL"):
+        # Links in mails must lead to this server, on whatever port it listens.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        app.config["BASE_URL"] = env["BASE_URL"] = f"http://{shown}:{port}"
     logins = demo_logins(db.session)
     if logins:
         _print_logins(logins)
-    env = dict(os.environ)
     worker = subprocess.Popen(
         [sys.executable, "-m", "klubpost.cli", "scheduler"], env=env
     )
+    click.echo(f"Klubpost is at {app.config['BASE_URL']} (Ctrl+C stops it)")
     try:
-        current_app.run(host=host, port=port, debug=False, use_reloader=False)
+        # Not app.run(): Flask ignores that inside a `flask`/`klubpost` command.
+        run_simple(host, port, app, threaded=True, use_reloader=False)
     finally:
         worker.terminate()
         worker.wait(timeout=10)

@@ -15,6 +15,10 @@ DEFAULTS: dict[str, Any] = {
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
     "IMPORT_MAX_ROWS": 1_000_000,
+    "IMPORT_MAX_BYTES": 20 * 1024 * 1024,
+    "IMPORT_BATCH_ROWS": 5000,
+    # A runner that has not finished a batch for this long is taken for dead.
+    "IMPORT_LEASE_SECONDS": 60,
     "PASSWORD_HASH_METHOD": "scrypt",
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from email.headerregistry import Address
+from email.message import EmailMessage
 
-from flask import render_template
+from flask import current_app, has_request_context, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 
 from klubpost.links import external_url
 from klubpost.mail import QueuedMail, deliver_one, new_message, queue_mail
 from klubpost.security import sign
-from subscribers.models import Membership
+from subscribers.models import ImportJob, Membership, MembershipStatus
+
+# Keys of ImportJob.counts: members of an import still to be sent the
+# confirmation mail, and how many mails were queued so far.
+CONFIRMATIONS_PENDING = "confirmation_mails_pending"
+CONFIRMATIONS_QUEUED = "confirmation_mails_queued"
 
 
 def confirmation_url(membership: Membership) -> str:
@@ -27,6 +34,28 @@ def preferences_url(subscriber_id: int) -> str:
 
 def send_confirmation(session: Session, membership: Membership) -> QueuedMail:
     """Queue the double opt-in mail, in the club's language, and try it at once."""
+    mail = queue_confirmation(session, membership)
+    session.commit()
+    # One immediate try; on failure the scheduler retries with back-off.
+    deliver_one(session, mail)
+    session.commit()
+    return mail
+
+
+def queue_confirmation(session: Session, membership: Membership) -> QueuedMail:
+    """Queue the double opt-in mail for the scheduler to send (flushes only)."""
+    if has_request_context():
+        msg = confirmation_message(membership)
+    else:
+        # Imports run in the scheduler, outside any request: links need one.
+        base = current_app.config["BASE_URL"]
+        with current_app.test_request_context("/", base_url=base):
+            msg = confirmation_message(membership)
+    return queue_mail(session, msg, membership.club.library_id)
+
+
+def confirmation_message(membership: Membership) -> EmailMessage:
+    """The double opt-in mail, in the subscriber's or the club's language."""
     club = membership.club
     subscriber = membership.subscriber
     language = subscriber.language or club.language
@@ -51,9 +80,48 @@ def send_confirmation(session: Session, membership: Membership) -> QueuedMail:
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
-    mail = queue_mail(session, msg, club.library_id)
+    return msg
+
+
+def queue_import_confirmations(session: Session, limit: int = 500) -> int:
+    """Queue confirmation mails for an import's unconfirmed members, one batch.
+
+    Building a mail takes milliseconds, so an import of thousands of people only
+    notes how many are pending; the scheduler queues them here in batches. The
+    job's cursor is committed together with each batch of mails, so a crash
+    neither loses nor repeats a mail. Members who meanwhile confirmed or left are
+    skipped. Returns how many mails were queued. Commits.
+    """
+    job = session.scalar(
+        select(ImportJob)
+        .where(ImportJob.counts[CONFIRMATIONS_PENDING].as_integer() > 0)
+        .order_by(ImportJob.id)
+        .limit(1)
+    )
+    if job is None:
+        return 0
+    mapping = dict(job.mapping or {})
+    batch = session.scalars(
+        select(Membership)
+        .where(
+            Membership.import_job_id == job.id,
+            Membership.id > mapping.get("confirmations_after", 0),
+        )
+        .options(selectinload(Membership.subscriber))
+        .order_by(Membership.id)
+        .limit(limit)
+    ).all()
+    queued = 0
+    for membership in batch:
+        if membership.status == MembershipStatus.UNCONFIRMED:
+            queue_confirmation(session, membership)
+            queued += 1
+    counts = dict(job.counts)
+    pending = counts[CONFIRMATIONS_PENDING] - len(batch)
+    counts[CONFIRMATIONS_PENDING] = max(pending, 0) if len(batch) == limit else 0
+    counts[CONFIRMATIONS_QUEUED] = counts.get(CONFIRMATIONS_QUEUED, 0) + queued
+    if batch:
+        mapping["confirmations_after"] = batch[-1].id
+    job.counts, job.mapping = counts, mapping
     session.commit()
-    # One immediate try; on failure the scheduler retries with back-off.
-    deliver_one(session, mail)
-    session.commit()
-    return mail
+    return queued

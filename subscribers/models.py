@@ -140,6 +140,8 @@ class Membership(db.Model):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "club_id"),
         Index("ix_membership_club_status", "club_id", "status", "id"),
+        # Exports page through a club's members by id.
+        Index("ix_membership_club_id", "club_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -202,9 +204,15 @@ class ImportStatus(enum.StrEnum):
 
 
 class ImportJob(db.Model):
-    """A CSV import into a club, processed in checkpointed chunks."""
+    """A CSV import into a club, processed in checkpointed chunks.
+
+    A runner holds a lease (`lease_owner` until `lease_expires_at`), renewed with
+    every batch; a job whose runner died is taken over once the lease runs out
+    and continues from `processed_rows` (`resumptions` counts the take-overs).
+    """
 
     __tablename__ = "import_job"
+    __table_args__ = (Index("ix_import_job_status_id", "status", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     club_id: Mapped[int] = mapped_column(
@@ -230,9 +238,17 @@ class ImportJob(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    resumptions: Mapped[int] = mapped_column(default=0, server_default="0")
 
     club: Mapped[Club] = relationship()
     created_by: Mapped[User | None] = relationship()
+
+    @property
+    def library_id(self) -> int:
+        """The library that owns this job (through its club)."""
+        return self.club.library_id
 
 
 class ImportIssue(db.Model):

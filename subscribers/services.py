@@ -377,6 +377,22 @@ def search_members(
     return stmt
 
 
+def search_subscribers(library_ids: Iterable[int], query: str = ""):
+    """A select() of the libraries' subscribers whose address or name matches."""
+    stmt = select(Subscriber).where(Subscriber.library_id.in_(list(library_ids)))
+    query = (query or "").strip()[:200]
+    if query:
+        like = f"%{_escape_like(query.lower())}%"
+        stmt = stmt.where(
+            or_(
+                Subscriber.email_key.like(like, escape="\\"),
+                func.lower(Subscriber.first_name).like(like, escape="\\"),
+                func.lower(Subscriber.last_name).like(like, escape="\\"),
+            )
+        )
+    return stmt
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 

@@ -2,8 +2,9 @@
 
 `live_server` serves the `app` fixture (same per-test database) from a thread and
 yields its base URL; `page` is a fresh browser context's page on that server.
-Without Debian's Chromium the tests are skipped, unless KLUBPOST_REQUIRE_BROWSER=1
-(CI), which makes a missing browser a failure. A failing test leaves a screenshot
+One Chromium (/usr/bin/chromium, or KLUBPOST_CHROMIUM) serves all of them. Without
+it the tests are skipped, unless KLUBPOST_REQUIRE_BROWSER=1 (CI), which makes a
+missing browser a failure. A failing test leaves a screenshot
 and the page's HTML in tests/artifacts/.
 """
 
@@ -57,21 +58,67 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"{reason} (set KLUBPOST_REQUIRE_BROWSER=1 to fail instead)")
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    """One headless Chromium for the whole run."""
+class Chromium:
+    """One headless Chromium, started for the first browser test.
+
+    Playwright's sync API keeps an asyncio loop marked as running in the main
+    thread for as long as it is started, which would break any later test that
+    uses asyncio (`asyncio.run()` refuses to start). So it is stopped as soon
+    as the run leaves the browser tests, and started again should it return.
+    """
+
+    def __init__(self) -> None:
+        self.playwright = None
+        self.browser = None
+
+    def get(self):
+        if self.browser is None:
+            from playwright.sync_api import sync_playwright
+
+            self.playwright = sync_playwright().start()
+            self.browser = self.playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+        return self.browser
+
+    def stop(self) -> None:
+        if self.browser is not None:
+            self.browser.close()
+            self.browser = None
+        if self.playwright is not None:
+            self.playwright.stop()
+            self.playwright = None
+
+
+CHROMIUM_PROCESS = Chromium()
+
+
+def _is_browser_test(item) -> bool:
+    return item is not None and item.get_closest_marker("browser") is not None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield  # the test's fixtures (its page and context) are closed now
+    if not _is_browser_test(nextitem):
+        CHROMIUM_PROCESS.stop()
+    return result
+
+
+def pytest_sessionfinish(session) -> None:
+    CHROMIUM_PROCESS.stop()
+
+
+@pytest.fixture
+def browser():
+    """The shared headless Chromium (see Chromium)."""
     if not os.access(CHROMIUM, os.X_OK):
         _unavailable(f"no Chromium at {CHROMIUM}")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         _unavailable("Playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
+    return CHROMIUM_PROCESS.get()
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -1,7 +1,7 @@
 """events, newsletter templates, campaigns; library branding, club archive
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-23 10:48:21.408482
 
 """
@@ -13,7 +13,7 @@ import klubpost.db
 
 # revision identifiers, used by Alembic.
 revision = '0003'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

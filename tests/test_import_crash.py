@@ -1,0 +1,132 @@
+"""A runner killed halfway through an import: the next one finishes it, exactly."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from accounts.models import Role
+from conftest import login, make_club, make_library, make_user
+from klubpost.db import utcnow
+from subscribers.imports import create_job, queue_job, run_pending_imports
+from subscribers.models import (
+    ImportIssue,
+    ImportJob,
+    ImportStatus,
+    Membership,
+    Subscriber,
+)
+
+# Dies with SIGKILL inside the third batch, after that batch's rows were written
+# to the database but before its transaction commits.
+DYING_RUNNER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from klubpost import create_app
+    from klubpost.db import db
+    import subscribers.imports as imports
+
+    real = imports.import_records
+    calls = []
+
+    def import_then_die(session, *args, **kwargs):
+        report = real(session, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            session.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return report
+
+    imports.import_records = import_then_die
+    app = create_app({"DATABASE_URL": sys.argv[1], "SECRET_KEY": "t", "TESTING": True})
+    with app.app_context():
+        imports.run_pending_imports(db.session, batch_rows=10)
+    """
+)
+
+
+def _members_csv() -> bytes:
+    lines = ["email,first name"]
+    for n in range(1, 46):
+        lines.append(f"person{n}@example.dk,Person {n}")
+        if n == 12:
+            lines.append("broken address,No")
+        if n == 33:
+            # A duplicate of a row before the crash:
+            lines.append("PERSON3@example.dk,Again")
+            lines.append("also@@broken,No")
+        if n == 40:
+            lines.append("person35@example.dk,Again")
+            lines.append("@example.dk,No")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_killed_runner_is_taken_over_and_every_row_counts_once(
+    app, client, db, app_config
+):
+    library = make_library(db)
+    club = make_club(db, library)
+    job = create_job(db.session, club, filename="m.csv", content=_members_csv())
+    queue_job(db.session, job, ["email", "first_name"], consent_given=True)
+    db.session.commit()
+    assert job.total_rows == 50
+
+    died = subprocess.run(
+        [sys.executable, "-c", DYING_RUNNER, app_config["DATABASE_URL"]],
+        capture_output=True,
+        timeout=120,
+    )
+    assert died.returncode == -signal.SIGKILL, died.stderr.decode()
+
+    db.session.expire_all()
+    # Two batches committed; the third, half-written one left nothing behind.
+    assert (job.status, job.processed_rows) == (ImportStatus.RUNNING, 20)
+    members = select(func.count()).select_from(Membership)
+    assert db.session.scalar(members) == 19  # row 13 of the file is broken
+
+    # While the dead runner's lease lasts, nobody takes the job.
+    assert run_pending_imports(db.session) == 0
+    later = utcnow() + timedelta(seconds=app.config["IMPORT_LEASE_SECONDS"] + 1)
+    assert run_pending_imports(db.session, now=later, batch_rows=10) == 1
+
+    db.session.expire_all()
+    assert job.status == ImportStatus.DONE
+    assert job.processed_rows == 50 and job.resumptions == 1
+    assert job.counts == {"imported": 45, "invalid_email": 3, "duplicate": 2}
+    assert db.session.scalar(members) == 45
+    assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 45
+    issues = db.session.execute(
+        select(ImportIssue.row_number, ImportIssue.outcome).order_by(
+            ImportIssue.row_number
+        )
+    ).all()
+    assert [tuple(i) for i in issues] == [
+        (14, "invalid_email"),
+        (36, "duplicate"),
+        (37, "invalid_email"),
+        (45, "duplicate"),
+        (46, "invalid_email"),
+    ]
+
+    login(client, make_user(db, library, Role.EDITOR))
+    page = client.get(f"/clubs/{club.id}/imports/{job.id}").get_data(as_text=True)
+    assert "interrupted 1 time" in page
+    assert "duplicate in the file" in page
+
+
+def test_a_live_runner_keeps_its_job(app, db):
+    library = make_library(db)
+    club = make_club(db, library)
+    job = create_job(db.session, club, filename="m.csv", content=b"email\na@b.dk\n")
+    queue_job(db.session, job, ["email"], consent_given=True)
+    db.session.commit()
+    from subscribers.imports import claim_job
+
+    first = claim_job(db.session)
+    assert first is not None and first[0] == job.id
+    assert claim_job(db.session) is None  # leased to the first runner
+    db.session.expire_all()
+    assert db.session.get(ImportJob, job.id).resumptions == 0
