@@ -20,6 +20,7 @@ from campaigns.models import Campaign, Event, ScheduleMode
 from klubpost.auth import allowed_library_ids, user_for_token
 from klubpost.db import db
 from klubpost.errors import ApiError
+from klubpost.openapi import describe
 from klubpost.security import csrf
 from subscribers.models import Club
 
@@ -124,17 +125,32 @@ def _event_fields(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.get("/events")
+@describe(
+    "List events",
+    role="staff",
+    response="EventList",
+    query={"library_id": {"schema": {"type": "integer"}}},
+)
 def list_events():
     """The events of the libraries the user sees (or of one), soonest first."""
     query = select(Event).where(Event.library_id.in_(allowed_library_ids(g.api_user)))
     library_id = request.args.get("library_id", type=int)
     if library_id is not None:
-        query = query.where(Event.library_id == library_id)
+        # An id no library can have matches nothing (and must not reach the driver).
+        query = query.where(Event.library_id == min(max(library_id, 0), MAX_ID))
     rows = db.session.scalars(query.order_by(Event.starts_at, Event.id).limit(1000))
     return jsonify({"items": [event_json(e) for e in rows]})
 
 
 @bp.post("/events")
+@describe(
+    "Record an event",
+    role="editor",
+    response="Event",
+    status=201,
+    body="EventInput",
+    errors=(404,),
+)
 def create_event():
     """Record an event; times without an offset are in the library's time zone."""
     _require(Role.EDITOR)
@@ -149,12 +165,14 @@ def create_event():
 
 
 @bp.get("/events/<int:event_id>")
+@describe("Show an event", role="staff", response="Event")
 def get_event(event_id: int):
     """One event."""
     return jsonify(event_json(_owned(Event, event_id, _("event"))))
 
 
 @bp.patch("/events/<int:event_id>")
+@describe("Change an event", role="editor", response="Event", body="EventInput")
 def update_event(event_id: int):
     """Change the given fields of an event (e.g. add materials afterwards)."""
     _require(Role.EDITOR)
@@ -169,6 +187,7 @@ def update_event(event_id: int):
 
 
 @bp.delete("/events/<int:event_id>")
+@describe("Delete an event", role="editor", status=204)
 def delete_event(event_id: int):
     """Delete an event."""
     _require(Role.EDITOR)
@@ -181,6 +200,13 @@ def delete_event(event_id: int):
 
 
 @bp.get("/templates")
+@describe(
+    "List the templates a library may use",
+    role="staff",
+    response="TemplateList",
+    query={"library_id": {"schema": {"type": "integer"}}},
+    errors=(404, 422),
+)
 def list_templates():
     """The templates a library may use: own, its consortium's, built-in."""
     library = _library(request.args.get("library_id", type=int))
@@ -219,6 +245,7 @@ def _campaign_fields(data: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
 
 
 @bp.get("/clubs/<int:club_id>/campaigns")
+@describe("List a club's campaigns", role="staff", response="CampaignList")
 def list_campaigns(club_id: int):
     """A club's campaigns, newest first."""
     club = _owned(Club, club_id, _("club"))
@@ -229,6 +256,13 @@ def list_campaigns(club_id: int):
 
 
 @bp.post("/clubs/<int:club_id>/campaigns")
+@describe(
+    "Start a draft",
+    role="editor",
+    response="Campaign",
+    status=201,
+    body="CampaignInput",
+)
 def create_campaign(club_id: int):
     """Start a draft; without a template the kind's built-in one is used."""
     _require(Role.EDITOR)
@@ -245,6 +279,7 @@ def create_campaign(club_id: int):
 
 
 @bp.get("/campaigns/<int:campaign_id>")
+@describe("Show a campaign", role="staff", response="Campaign")
 def get_campaign(campaign_id: int):
     """One campaign, with the version to send back when changing it."""
     campaign = _owned(Campaign, campaign_id, _("campaign"))
@@ -252,6 +287,13 @@ def get_campaign(campaign_id: int):
 
 
 @bp.patch("/campaigns/<int:campaign_id>")
+@describe(
+    "Change a draft (with the version read)",
+    role="editor",
+    response="Campaign",
+    body="CampaignInput",
+    errors=(409,),
+)
 def update_campaign(campaign_id: int):
     """Change a draft; `version` must be the one read, else 409 with the current."""
     _require(Role.EDITOR)
@@ -278,6 +320,7 @@ def update_campaign(campaign_id: int):
 
 
 @bp.delete("/campaigns/<int:campaign_id>")
+@describe("Delete a draft", role="editor", status=204, errors=(409,))
 def delete_campaign(campaign_id: int):
     """Delete a draft."""
     _require(Role.EDITOR)
@@ -290,6 +333,12 @@ def delete_campaign(campaign_id: int):
 
 
 @bp.post("/campaigns/<int:campaign_id>/preview")
+@describe(
+    "Render a draft: HTML, text, warnings",
+    role="staff",
+    response="Preview",
+    body="PreviewInput",
+)
 def preview(campaign_id: int):
     """Render the saved draft, or the given changes to it: html, text, warnings."""
     from campaigns.rendering import RenderError
@@ -313,6 +362,12 @@ def preview(campaign_id: int):
 
 
 @bp.post("/campaigns/<int:campaign_id>/test-send")
+@describe(
+    "Send the saved draft as a test",
+    role="editor",
+    response="TestSendResult",
+    body="TestSend",
+)
 def test_send(campaign_id: int):
     """Send the saved draft, marked as a test, to up to five addresses."""
     from campaigns.rendering import RenderError
@@ -370,6 +425,13 @@ def _steer(campaign_id: int, action) -> Any:
 
 
 @bp.post("/campaigns/<int:campaign_id>/schedule")
+@describe(
+    "Schedule a draft: now, at a time, or relative to its event",
+    role="editor",
+    response="Sending",
+    body="Schedule",
+    errors=(404, 409, 422),
+)
 def schedule_campaign(campaign_id: int):
     """Schedule a draft: now, at `send_at`, or relative to its event."""
     _require(Role.EDITOR)
@@ -394,30 +456,54 @@ def schedule_campaign(campaign_id: int):
 
 
 @bp.post("/campaigns/<int:campaign_id>/unschedule")
+@describe(
+    "Take a scheduled campaign back to a draft",
+    role="editor",
+    response="Sending",
+    errors=(404, 409),
+)
 def unschedule_campaign(campaign_id: int):
     """Take a scheduled campaign back to a draft."""
     return _steer(campaign_id, sending.unschedule)
 
 
 @bp.post("/campaigns/<int:campaign_id>/pause")
+@describe(
+    "Pause a campaign that is sending",
+    role="editor",
+    response="Sending",
+    errors=(404, 409),
+)
 def pause_campaign(campaign_id: int):
     """Pause a campaign that is sending."""
     return _steer(campaign_id, sending.pause)
 
 
 @bp.post("/campaigns/<int:campaign_id>/resume")
+@describe(
+    "Resume a paused campaign", role="editor", response="Sending", errors=(404, 409)
+)
 def resume_campaign(campaign_id: int):
     """Resume a paused campaign."""
     return _steer(campaign_id, sending.resume)
 
 
 @bp.post("/campaigns/<int:campaign_id>/cancel")
+@describe(
+    "Cancel a campaign for good", role="editor", response="Sending", errors=(404, 409)
+)
 def cancel_campaign(campaign_id: int):
     """Cancel a scheduled, sending or paused campaign for good."""
     return _steer(campaign_id, lambda c: sending.cancel(db.session, c))
 
 
 @bp.get("/campaigns/<int:campaign_id>/progress")
+@describe(
+    "The schedule and sending progress",
+    role="staff",
+    response="Sending",
+    errors=(404,),
+)
 def campaign_progress(campaign_id: int):
     """The schedule and the sending progress of a campaign."""
     campaign = _owned(Campaign, campaign_id, _("campaign"))

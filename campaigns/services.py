@@ -435,7 +435,11 @@ def template_ref(campaign: Campaign) -> str:
     """The campaign's template as a "builtin:key" / "template:id" reference."""
     if campaign.template_id is not None:
         return f"template:{campaign.template_id}"
-    return f"builtin:{campaign.template_key or ''}"
+    # A deleted template leaves neither: the kind's built-in one takes over.
+    key = campaign.template_key or default_template_key(
+        CampaignKind(campaign.kind), campaign.club.language
+    )
+    return f"builtin:{key}"
 
 
 def default_template_key(kind: CampaignKind, language: str) -> str | None:

@@ -26,6 +26,7 @@ from klubpost.openapi import build_document, describe
 from klubpost.security import csrf
 from subscribers import services
 from subscribers.imports import (
+    IMPORTED,
     INVALID_ROW,
     ImportRecord,
     ImportReport,
@@ -669,10 +670,10 @@ def create_import(club_id: int):
     job.processed_rows = job.total_rows
     job.status = ImportStatus.DONE
     job.finished_at = utcnow()
-    if result.unconfirmed_ids:
+    if not consent_given and club.double_opt_in and result.counts[IMPORTED]:
         # The scheduler queues the mails (subscribers.mails): building thousands
         # of them here would keep the client waiting for minutes.
-        report.counts[CONFIRMATIONS_PENDING] = len(result.unconfirmed_ids)
+        report.counts[CONFIRMATIONS_PENDING] = result.counts[IMPORTED]
     job.counts = dict(report.counts)
     db.session.commit()
     return _created(import_json(job))

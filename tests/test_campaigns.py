@@ -88,6 +88,15 @@ def test_new_draft_starts_from_the_kinds_template_with_the_event_card(
     assert "Kom til forfatteraften" in listing
 
 
+def test_the_event_page_starts_a_newsletter_about_it(client, db, setup):
+    _library, club, event, _editor = setup
+    page = client.get(f"/events/{event.id}").get_data(as_text=True)
+    start = f"/clubs/{club.id}/campaigns/new?event_id={event.id}"
+    assert start in page
+    form = client.get(start).get_data(as_text=True)
+    assert f'<option selected value="{event.id}">' in form
+
+
 def test_preview_renders_the_unsaved_form_with_a_sample_reader(client, db, setup):
     campaign = _draft(db, client, setup)
     page = f"/campaigns/{campaign.id}"
@@ -594,3 +603,46 @@ def test_a_card_whose_event_was_deleted_is_named_and_left_out(client, app, db, s
     with app.test_request_context():
         result = compose.preview(db.session, campaign, compose.draft_of(campaign))
     assert any("Block 2" in w for w in result["warnings"])
+
+
+def test_editor_changes_and_deletes_own_template_and_a_draft(client, db, setup):
+    library, club, _event, _editor = setup
+    own = Template(
+        library_id=library.id,
+        name="Vores",
+        kind="regular",
+        language="da",
+        source=services.builtin_by_key("regular-da").source,
+    )
+    db.session.add(own)
+    db.session.commit()
+    page = f"/templates/{own.id}"
+    form = {
+        "name": "Vores nye",
+        "kind": "regular",
+        "language": "da",
+        "source": own.source,
+        "csrf_token": csrf_token(client, page),
+    }
+    assert client.post(page, data={**form, "source": ""}).status_code == 400
+    assert client.post(page, data=form).status_code == 302
+    db.session.refresh(own)
+    assert own.name == "Vores nye"
+    campaign = _draft(db, client, setup, kind="regular", template=f"template:{own.id}")
+    token = csrf_token(client, "/templates")
+    assert client.post(f"{page}/delete", data={"csrf_token": token}).status_code == 302
+    db.session.refresh(campaign)
+    # The draft falls back to the kind's built-in template and still renders.
+    assert campaign.template_id is None
+    editor_page = f"/campaigns/{campaign.id}"
+    body = {"blocks": [TEXT_BLOCK]}
+    response = _json(client, f"{editor_page}/preview", body, editor_page)
+    assert response.status_code == 200
+    assert 'value="builtin:regular-da" selected' in client.get(editor_page).get_data(
+        as_text=True
+    )
+    response = client.post(
+        f"{editor_page}/delete", data={"csrf_token": csrf_token(client, editor_page)}
+    )
+    assert response.status_code == 302
+    assert db.session.get(Campaign, campaign.id) is None

@@ -17,7 +17,7 @@ from conftest import (
 )
 from klubpost.mail import QueuedMail, deliver_queued
 from subscribers.imports import run_pending_imports
-from subscribers.mails import queue_import_confirmations
+from subscribers.mails import CONFIRMATIONS_QUEUED, queue_import_confirmations
 from subscribers.models import (
     ImportIssue,
     ImportJob,
@@ -136,7 +136,7 @@ def test_without_consent_double_opt_in_queues_confirmation_mails(
     assert queue_import_confirmations(db.session, limit=1) == 0
     assert count(db, QueuedMail) == 2
     db.session.expire_all()
-    assert job.counts["confirmation_mails_queued"] == 2
+    assert job.counts[CONFIRMATIONS_QUEUED] == 2
     page = client.get(f"/clubs/{club.id}/imports/{job.id}").get_data(as_text=True)
     assert "confirmation mails queued" in page
     deliver_queued(db.session)

@@ -217,7 +217,11 @@
 
   // ------------------------------------------------------------ autosave
 
-  function setStatus(text) { $("save-status").textContent = text; }
+  function setStatus(text, state) {
+    var status = $("save-status");
+    status.textContent = text;
+    status.dataset.state = state;  // "dirty", "saving", "saved", "conflict", "error"
+  }
 
   function scheduleSave() {
     if (!editable || conflicted) return;
@@ -230,7 +234,7 @@
     if (conflicted && !force) return Promise.resolve();
     saving = true;
     dirty = false;
-    setStatus(t.saving);
+    setStatus(t.saving, "saving");
     var body = draft();
     body.version = version;
     return post(root.dataset.autosaveUrl, body).then(function (result) {
@@ -238,17 +242,18 @@
       if (result.status === 200) {
         version = result.body.version;
         $("version").value = version;
-        setStatus(t.saved + " " + new Date().toLocaleTimeString().slice(0, 5));
+        if (dirty) setStatus(t.unsaved, "dirty");  // typed on while saving
+        else setStatus(t.saved + " " + new Date().toLocaleTimeString().slice(0, 5), "saved");
       } else if (result.status === 409) {
         showConflict(result.body);
       } else {
         dirty = true;
-        setStatus(t.unsaved + ": " + ((result.body.error || {}).message || result.status));
+        setStatus(t.unsaved + ": " + ((result.body.error || {}).message || result.status), "error");
       }
     }).catch(function () {
       saving = false;
       dirty = true;
-      setStatus(t.failed);
+      setStatus(t.failed, "error");
       scheduleSave();
     });
   }
@@ -262,11 +267,12 @@
       { subject: theirs.subject, preheader: theirs.preheader, blocks: theirs.blocks }, null, 2);
     $("conflict").hidden = false;
     $("conflict").dataset.version = theirs.version;
-    setStatus(t.unsaved);
+    setStatus(t.unsaved, "conflict");
   }
 
   function changed() {
     dirty = true;
+    if (editable && !conflicted && !saving) setStatus(t.unsaved, "dirty");
     $("blocks-json").value = JSON.stringify(blocks);
     schedulePreview();
     scheduleSave();

@@ -52,7 +52,7 @@ def test_editor_composes_previews_and_sends_a_test(db, page, log_in):
     page.locator(".block-button input").nth(0).fill("Book en plads")
     page.locator(".block-button input").nth(1).fill("https://billet.example.dk/42")
     expect(desktop.get_by_role("link", name="Book en plads")).to_be_visible()
-    expect(page.locator("#save-status")).to_contain_text("Saved")
+    expect(page.locator("#save-status[data-state=saved]")).to_contain_text("Saved")
     campaign = db.session.scalar(select(Campaign))
     db.session.refresh(campaign)
     assert campaign.blocks[0]["text"] == "Vi ses til en hyggelig aften!"
@@ -97,7 +97,7 @@ def test_a_second_editor_gets_a_conflict_and_keeps_their_text(
     other_page.get_by_role("button", name="Log in").click()
     other_page.goto(f"/campaigns/{campaign.id}")
     other_page.get_by_label("Subject", exact=True).fill("Deres emne")
-    expect(other_page.locator("#save-status")).to_contain_text("Saved")
+    expect(other_page.locator("#save-status[data-state=saved]")).to_be_visible()
     other.close()
 
     page.get_by_label("Subject", exact=True).fill("Mit emne")
@@ -106,6 +106,6 @@ def test_a_second_editor_gets_a_conflict_and_keeps_their_text(
     db.session.refresh(campaign)
     assert campaign.subject == "Deres emne"
     page.get_by_role("button", name="Save mine over theirs").click()
-    expect(page.locator("#save-status")).to_contain_text("Saved")
+    expect(page.locator("#save-status[data-state=saved]")).to_be_visible()
     db.session.refresh(campaign)
     assert campaign.subject == "Mit emne"
