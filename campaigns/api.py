@@ -17,7 +17,8 @@ from sqlalchemy import select
 from accounts.models import Library, Role
 from campaigns import compose, sending, services
 from campaigns.models import Campaign, Event, ScheduleMode
-from klubpost.auth import allowed_library_ids, user_for_token
+from klubpost import jsonapi
+from klubpost.auth import allowed_library_ids
 from klubpost.db import db
 from klubpost.errors import ApiError
 from klubpost.openapi import describe
@@ -29,34 +30,23 @@ bp = Blueprint("campaigns_api", __name__, url_prefix="/api")
 csrf.exempt(bp)
 
 MAX_BODY = 1024 * 1024
-MAX_ID = 2**31 - 1
 
 
 @bp.before_request
 def authenticate():
     """Every call needs a valid, unrevoked personal token."""
-    user = user_for_token(request.headers.get("Authorization"))
-    if user is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "A valid API token is required (Authorization: Bearer kp_...).",
-        )
-    g.api_user = user
+    jsonapi.authenticate()
 
 
 def _require(role: Role) -> None:
-    if not g.api_user.has_role(role):
-        raise ApiError(
-            403, "forbidden", _("This needs the %(role)s role or higher.", role=role)
-        )
+    jsonapi.require_role(role)
 
 
 def _owned(model: type, object_id: int, what: str) -> Any:
-    obj = db.session.get(model, object_id) if 0 < object_id <= MAX_ID else None
-    if obj is None or obj.library_id not in allowed_library_ids(g.api_user):
-        raise ApiError(404, "not_found", _("There is no such %(what)s.", what=what))
-    return obj
+    """The object if it is in a library the user sees; else 404."""
+    obj = jsonapi.get_by_id(model, object_id)
+    message = _("There is no such %(what)s.", what=what)
+    return jsonapi.found(obj, obj.library_id if obj else None, message)
 
 
 def _body() -> dict[str, Any]:
@@ -137,7 +127,7 @@ def list_events():
     library_id = request.args.get("library_id", type=int)
     if library_id is not None:
         # An id no library can have matches nothing (and must not reach the driver).
-        query = query.where(Event.library_id == min(max(library_id, 0), MAX_ID))
+        query = query.where(Event.library_id == min(max(library_id, 0), jsonapi.MAX_ID))
     rows = db.session.scalars(query.order_by(Event.starts_at, Event.id).limit(1000))
     return jsonify({"items": [event_json(e) for e in rows]})
 

@@ -15,9 +15,10 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from accounts.models import Role, User
-from klubpost.auth import allowed_library_ids
+from klubpost.auth import allowed_library_ids, user_for_token
 from klubpost.db import db
 from klubpost.errors import ApiError
+from klubpost.i18n import use_language
 from klubpost.openapi import SCHEMAS
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -56,6 +57,20 @@ def limit_body() -> None:
     request.max_content_length = max_body()
     if (request.content_length or 0) > max_body():
         raise too_large()
+
+
+def authenticate() -> None:
+    """Let the request through only with a valid, unrevoked personal token (401)."""
+    user = user_for_token(request.headers.get("Authorization"))
+    if user is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            _("A valid API token is required (Authorization: Bearer kp_...)."),
+        )
+    g.api_user = user
+    g.pop("api_library_ids", None)  # tests and the CLI may share an app context
+    use_language(user.language)
 
 
 def api_user() -> User:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, insert, select
@@ -18,10 +18,8 @@ from sqlalchemy.orm import contains_eager, selectinload
 
 from accounts.models import Library, Role
 from klubpost import jsonapi
-from klubpost.auth import user_for_token
 from klubpost.db import db, utcnow
 from klubpost.errors import ApiError, json_error
-from klubpost.i18n import use_language
 from klubpost.openapi import build_document, describe
 from klubpost.security import csrf
 from subscribers import services
@@ -75,16 +73,7 @@ def authenticate():
     """Every API call but the OpenAPI document needs a valid, unrevoked token."""
     if request.endpoint == "api.openapi":
         return
-    user = user_for_token(request.headers.get("Authorization"))
-    if user is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            _("A valid API token is required (Authorization: Bearer kp_...)."),
-        )
-    g.api_user = user
-    g.pop("api_library_ids", None)  # tests and the CLI may share an app context
-    use_language(user.language)
+    jsonapi.authenticate()
     jsonapi.limit_body()
 
 
