@@ -15,7 +15,7 @@ import html as html_lib
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -326,15 +326,17 @@ class CompiledNewsletter:
         `link_urls` may replace the blocks' links (by their index in `links`),
         e.g. with this recipient's tracked redirects; others keep their URL."""
         values = {
-            "first_name": recipient.first_name.strip()
+            "first_name": (recipient.first_name or "").strip()
             or FIRST_NAME_FALLBACK[self.language],
-            "email": recipient.email,
+            "email": recipient.email or "",
             "unsubscribe_url": recipient.unsubscribe_url,
-            "preferences_url": recipient.preferences_url,
-            "web_url": recipient.web_url,
+            "preferences_url": recipient.preferences_url or "",
+            "web_url": recipient.web_url or "",
         }
+        extra = recipient.extra or {}
         for key in self._extra_keys:
-            values[key] = str(recipient.extra.get(key[2:], ""))
+            value = extra.get(key[2:])
+            values[key] = "" if value is None else str(value)
         escape = html_lib.escape
         escaped = {key: escape(value) for key, value in values.items()}
         values.update(self._link_text)
@@ -440,7 +442,6 @@ def _context(content, blocks, brand, club, placeholders) -> dict:
         club={"name": club.name, "language": club.language},
         lang=club.language,
         recipient=recipient,
-        today=datetime.now(UTC),
     )
     return context
 

@@ -41,6 +41,8 @@ def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[st
             config[key] = os.environ[key]
     if os.environ.get("SECRET_KEY_FALLBACKS"):
         config["SECRET_KEY_FALLBACKS"] = os.environ["SECRET_KEY_FALLBACKS"].split(",")
+    if os.environ.get("IMPORT_MAX_BYTES"):
+        config["IMPORT_MAX_BYTES"] = int(os.environ["IMPORT_MAX_BYTES"])
     config.update(overrides or {})
 
     config["SQLALCHEMY_DATABASE_URI"] = database_url(

@@ -150,6 +150,10 @@ def check(value: Any, schema: dict[str, Any], field: str | None = None) -> None:
             _("Must be one of: %(values)s.", values=", ".join(schema["enum"])),
             field,
         )
+    if isinstance(value, str) and "\x00" in value:  # PostgreSQL refuses NUL in text
+        raise Invalid(
+            "invalid", _("Contains a NUL character, which is not allowed."), field
+        )
     if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
         raise Invalid(
             "invalid",
@@ -200,6 +204,10 @@ def _check_object(value: dict, schema: dict[str, Any], field: str | None) -> Non
             field,
         )
     for name, item in value.items():
+        if "\x00" in name:
+            raise Invalid(
+                "invalid", _("Contains a NUL character, which is not allowed."), field
+            )
         if name in properties:
             check(item, properties[name], prefix + name)
         elif extra is False:

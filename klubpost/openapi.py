@@ -268,6 +268,7 @@ def _campaign_schemas() -> dict[str, Any]:
     return campaign_schemas
 
 
+# The campaign endpoints' schemas (events, campaigns, previews) join the document.
 SCHEMAS.update(_campaign_schemas())
 
 ERROR_STATUSES = {
@@ -375,9 +376,9 @@ def api_operations(app: Flask) -> dict[tuple[str, str], dict[str, Any]]:
             continue
         view = app.view_functions[rule.endpoint]
         doc = getattr(view, "openapi", None)
+        path, args = _path(rule.rule)
         if doc is None:
             raise LookupError(f"{rule.endpoint} has no OpenAPI description")
-        path, args = _path(rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             operations[(path, method.lower())] = _operation(rule.endpoint, doc, args)
     return operations
@@ -399,7 +400,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             "title": "Klubpost API",
             "version": "1",
             "description": "Libraries, clubs, subscribers, memberships, bulk "
-            "import, events and campaigns. See docs/api.md.",
+            "import, events, templates and campaigns. See docs/api.md.",
         },
         "servers": [{"url": app.config["BASE_URL"]}],
         "security": [{"token": []}],

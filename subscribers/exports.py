@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from subscribers.models import ConsentText, Membership, Subscriber
+from subscribers.models import ConsentText, Membership, MembershipStatus, Subscriber
 
 BATCH = 1000
 FIXED_COLUMNS = [
@@ -30,7 +30,7 @@ FIXED_COLUMNS = [
 
 
 def export_rows(session: Session, club_id: int, batch: int = BATCH) -> Iterator[list]:
-    """The header, then one row per membership of the club, oldest first."""
+    """The header, then one row per membership of the club, by status, oldest first."""
     names = attribute_names(session, club_id, batch)
     yield FIXED_COLUMNS + [f"attribute:{n}" if n in FIXED_COLUMNS else n for n in names]
     stmt = (
@@ -52,28 +52,23 @@ def export_rows(session: Session, club_id: int, batch: int = BATCH) -> Iterator[
         .join(Subscriber, Subscriber.id == Membership.subscriber_id)
         .outerjoin(ConsentText, ConsentText.id == Membership.consent_text_id)
         .where(Membership.club_id == club_id)
-        .order_by(Membership.id)
-        .limit(batch)
     )
-    last_id = 0
-    while rows := session.execute(stmt.where(Membership.id > last_id)).all():
-        for row in rows:
-            attributes = row.attributes or {}
-            yield [
-                row.email,
-                row.first_name,
-                row.last_name,
-                row.language,
-                row.status.value,
-                "yes" if row.tracking_consent else "no",
-                row.consent_source,
-                "" if row.version is None else str(row.version),
-                _iso(row.submitted_at),
-                _iso(row.confirmed_at),
-                _iso(row.unsubscribed_at),
-                *(attributes.get(n, "") for n in names),
-            ]
-        last_id = rows[-1].id
+    for row in _keyset(session, stmt, batch):
+        attributes = row.attributes or {}
+        yield [
+            row.email,
+            row.first_name,
+            row.last_name,
+            row.language,
+            row.status.value,
+            "yes" if row.tracking_consent else "no",
+            row.consent_source,
+            "" if row.version is None else str(row.version),
+            _iso(row.submitted_at),
+            _iso(row.confirmed_at),
+            _iso(row.unsubscribed_at),
+            *(attributes.get(n, "") for n in names),
+        ]
 
 
 def attribute_names(session: Session, club_id: int, batch: int = BATCH) -> list[str]:
@@ -83,15 +78,27 @@ def attribute_names(session: Session, club_id: int, batch: int = BATCH) -> list[
         select(Membership.id, Subscriber.attributes)
         .join(Subscriber, Subscriber.id == Membership.subscriber_id)
         .where(Membership.club_id == club_id)
-        .order_by(Membership.id)
-        .limit(batch)
     )
-    last_id = 0
-    while rows := session.execute(stmt.where(Membership.id > last_id)).all():
-        for row in rows:
-            names.update(row.attributes or {})
-        last_id = rows[-1].id
+    for row in _keyset(session, stmt, batch):
+        names.update(row.attributes or {})
     return sorted(names)
+
+
+def _keyset(session: Session, stmt, batch: int) -> Iterator:
+    """The statement's rows, status by status, `batch` at a time by id.
+
+    Pages follow the (club_id, status, id) index: each page is one index range,
+    however large the club.
+    """
+    for status in MembershipStatus:
+        last_id = 0
+        while rows := session.execute(
+            stmt.where(Membership.status == status, Membership.id > last_id)
+            .order_by(Membership.id)
+            .limit(batch)
+        ).all():
+            yield from rows
+            last_id = rows[-1].id
 
 
 def _iso(value: datetime | None) -> str:

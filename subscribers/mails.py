@@ -5,6 +5,7 @@ from __future__ import annotations
 from email.headerregistry import Address
 from email.message import EmailMessage
 
+import idna
 from flask import current_app, has_request_context, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
@@ -30,6 +31,17 @@ def confirmation_url(membership: Membership) -> str:
 def preferences_url(subscriber_id: int) -> str:
     """The signed link to a subscriber's preferences page."""
     return external_url("public.preferences", token=sign("manage", subscriber_id))
+
+
+def ascii_address(address: str) -> str:
+    """An address with its domain in ASCII (punycode), as mail headers need it."""
+    local, _at, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:  # IDNA 2008, as email-validator checked the domain
+        return f"{local}@{idna.encode(domain).decode('ascii')}"
+    except idna.IDNAError:
+        return address
 
 
 def send_confirmation(session: Session, membership: Membership) -> QueuedMail:
@@ -70,8 +82,8 @@ def confirmation_message(membership: Membership) -> EmailMessage:
         text = render_template("mails/confirm.txt", **context)
         html = render_template("mails/confirm.html", **context)
     msg = new_message(
-        sender=str(Address(club.from_name, addr_spec=club.from_email)),
-        to=subscriber.email,
+        sender=str(Address(club.from_name, addr_spec=ascii_address(club.from_email))),
+        to=ascii_address(subscriber.email),
         subject=subject,
         domain=club.library.domain,
     )

@@ -140,8 +140,6 @@ class Membership(db.Model):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "club_id"),
         Index("ix_membership_club_status", "club_id", "status", "id"),
-        # Exports page through a club's members by id.
-        Index("ix_membership_club_id", "club_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -91,7 +91,9 @@ def normalize_email(raw: str) -> tuple[str, str]:
     if len(raw) > 320:
         raise InvalidAddress(_("The e-mail address is too long."), "email")
     try:
-        valid = validate_email(raw, check_deliverability=False)
+        # Our mail goes out without SMTPUTF8, so the part before the @ must be
+        # ASCII; international domains are fine (mails use their ASCII form).
+        valid = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InvalidAddress(
             _("Not a valid e-mail address: %(reason)s", reason=str(exc)), "email"
@@ -621,7 +623,11 @@ def _text(
         raise SubscriberError(_("This field is required."), field)
     if len(value) > limit:
         raise SubscriberError(_("At most %(count)d characters.", count=limit), field)
-    if any(ch in value for ch in "\r\n\x00") and field not in (
+    if "\x00" in value:  # PostgreSQL refuses NUL in text
+        raise SubscriberError(
+            _("Contains a NUL character, which is not allowed."), field
+        )
+    if any(ch in value for ch in "\r\n") and field not in (
         "description",
         "consent_text",
         "tracking_text",

@@ -74,3 +74,77 @@ def test_import_without_consent_leaves_members_unconfirmed(db):
     db.session.commit()
     assert db.session.scalar(select(Membership.status)) == MembershipStatus.UNCONFIRMED
     assert db.session.scalar(select(func.count()).select_from(Membership)) == 1
+
+
+ADDRESSES = [
+    "anna@example.dk",
+    "Anna.Berg@EXAMPLE.DK",
+    "o'neil+news@mail.example.nl",
+    "a!#$%&'*+/=?^_`{|}~-@example.com",
+    "  padded@example.dk  ",
+    "x" * 64 + "@example.dk",
+    "x" * 65 + "@example.dk",
+    "a..b@example.dk",
+    ".a@example.dk",
+    "a.@example.dk",
+    "a@b",
+    "a@localhost",
+    "a@example..dk",
+    "a@-example.dk",
+    "a@example.invalid",
+    "a@example.test",
+    "a@[127.0.0.1]",
+    "a@exa mple.dk",
+    "søren@example.dk",
+    "anna@bücher.example",
+    "anna@xn--bcher-kva.example",
+    '"quoted"@example.dk',
+    "no-at-sign",
+    "two@@example.dk",
+    "a@b@example.dk",
+    "",
+    "a@" + "d" * 63 + "." + "e" * 63 + "." + "f" * 63 + "." + "g" * 50 + ".dk",
+    "Anna <anna@example.dk>",
+]
+
+
+def test_fast_address_check_agrees_with_email_validator(app):
+    from subscribers.imports import fast_normalize_email
+    from subscribers.services import InvalidAddress, normalize_email
+
+    for raw in ADDRESSES:
+        try:
+            expected = normalize_email(raw)
+        except InvalidAddress as exc:
+            expected = ("refused", exc.message)
+        try:
+            got = fast_normalize_email(raw)
+        except InvalidAddress as exc:
+            got = ("refused", exc.message)
+        assert got == expected, raw
+
+
+def test_names_with_tabs_quotes_and_line_breaks_are_stored_exactly(db):
+    library = make_library(db)
+    club = make_club(db, library)
+    tricky = 'Tab\there, back\\slash, "quoted"\nnew line\r\nand \\N'
+    import_records(
+        db.session,
+        club,
+        [
+            ImportRecord(
+                2,
+                "tricky@example.dk",
+                tricky,
+                "Ø",
+                attributes={"note": tricky, "empty": ""},
+            )
+        ],
+        consent_given=True,
+        source="import",
+    )
+    db.session.commit()
+    db.session.expire_all()
+    person = db.session.scalar(select(Subscriber))
+    assert person.first_name == tricky and person.last_name == "Ø"
+    assert person.attributes == {"note": tricky, "empty": ""}

@@ -461,6 +461,8 @@ def test_empty_first_name_gets_a_friendly_word():
     )
     html, text = compiled.personalize(recipient(first_name=" "))
     assert "Kære læser," in html and "Kære læser," in text
+    html, _text = compiled.personalize(recipient(first_name=None))
+    assert "Kære læser," in html
 
 
 def test_each_recipient_gets_their_own_values():

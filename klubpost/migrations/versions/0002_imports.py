@@ -1,4 +1,4 @@
-"""import job leases, resumptions; keyset index for exports
+"""import job leases and resumptions
 
 Revision ID: 0002
 Revises: 0001
@@ -31,13 +31,9 @@ def upgrade():
         batch_op.create_index(
             "ix_import_job_status_id", ["status", "id"], unique=False
         )
-    with op.batch_alter_table("membership", schema=None) as batch_op:
-        batch_op.create_index("ix_membership_club_id", ["club_id", "id"], unique=False)
 
 
 def downgrade():
-    with op.batch_alter_table("membership", schema=None) as batch_op:
-        batch_op.drop_index("ix_membership_club_id")
     with op.batch_alter_table("import_job", schema=None) as batch_op:
         batch_op.drop_index("ix_import_job_status_id")
         batch_op.drop_column("resumptions")
