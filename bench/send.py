@@ -583,8 +583,9 @@ def main() -> None:
             )
         finally:
             db.session.rollback()
-            db.session.execute(delete(Library).where(Library.id == library_id))
-            db.session.commit()
+            if args.database_url:  # a temporary file goes as a whole
+                db.session.execute(delete(Library).where(Library.id == library_id))
+                db.session.commit()
         result["database"] = db.engine.dialect.name
     with contextlib.suppress(OSError):
         shutil.rmtree(workdir)
