@@ -36,7 +36,9 @@ def main() -> None:
     inclusive: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
     total = 0
-    for line in open(path, encoding="utf-8"):
+    with open(path, encoding="utf-8") as stacks:
+        lines = stacks.readlines()
+    for line in lines:
         stack, _, count = line.rstrip("\n").rpartition(" ")
         if not stack:
             continue
