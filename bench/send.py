@@ -73,7 +73,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from flask import current_app  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
-from sqlalchemy import Integer, delete, func, insert, literal, select  # noqa: E402
+from sqlalchemy import Integer, delete, func, insert, literal, select, text  # noqa: E402
 
 from accounts.models import Library  # noqa: E402
 from campaigns import sending  # noqa: E402
@@ -592,6 +592,12 @@ def cleanup(library_id: int, campaign_id: int) -> None:
     membership_id, which have no index (one scan of the log per member)."""
     started = time.perf_counter()
     db.session.execute(delete(SendLog).where(SendLog.campaign_id == campaign_id))
+    db.session.commit()
+    if db.engine.dialect.name == "postgresql":  # or its dead rows are scanned
+        with db.engine.connect().execution_options(
+            isolation_level="AUTOCOMMIT"
+        ) as connection:
+            connection.execute(text("VACUUM send_log"))
     db.session.execute(delete(Library).where(Library.id == library_id))
     db.session.commit()
     log(f"cleaned up in {time.perf_counter() - started:.1f} s")
