@@ -236,11 +236,12 @@ class SendLog(db.Model):
         ForeignKey("campaign.id", ondelete="CASCADE")
     )
     # Erasing a member keeps the row (for the campaign's figures) without them.
+    # Indexed: erasing a member or deleting a club updates these rows by them.
     subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscriber.id", ondelete="SET NULL")
+        ForeignKey("subscriber.id", ondelete="SET NULL"), index=True
     )
     membership_id: Mapped[int | None] = mapped_column(
-        ForeignKey("membership.id", ondelete="SET NULL")
+        ForeignKey("membership.id", ondelete="SET NULL"), index=True
     )
     status: Mapped[SendStatus] = mapped_column(
         str_enum(SendStatus, "send_status"), default=SendStatus.QUEUED
