@@ -303,6 +303,7 @@ class Prepared:
 
     campaign_id: int
     club_id: int
+    library_id: int
     frame: MessageFrame
     newsletter: CompiledNewsletter
     web_url: str
@@ -570,6 +571,7 @@ def prepare(session: Session, campaign: Campaign) -> Prepared:
     return Prepared(
         campaign_id=campaign.id,
         club_id=club.id,
+        library_id=library.id,
         frame=frame,
         newsletter=newsletter,
         web_url=compose.web_url(campaign),
@@ -709,7 +711,7 @@ class Sender:
         results: list[tuple[Claimed, Result, str]] = []
         error = None
         try:
-            for result in channel.send_many(envelopes):
+            for result in channel.send_many(envelopes, prepared.library_id):
                 row, message_id = messages.pop(result.key)
                 results.append((row, result, message_id))
         except SmtpError as exc:
@@ -741,12 +743,13 @@ class _Channel:
                 password=transport.password,
             )
 
-    def send_many(self, envelopes: list[Envelope]):
+    def send_many(self, envelopes: list[Envelope], library_id: int):
         """Hand the mails over; yield a Result for each."""
         if self.smtp is not None:
             yield from self.smtp.send_many(envelopes)
             return
         assert self.outbox is not None
+        self.outbox.library_id = library_id  # the library's staff read them
         for envelope in envelopes:
             self.outbox.send(envelope.sender, [envelope.recipient], envelope.data)
             yield Result(envelope.key, 250, "kept in the outbox")

@@ -351,7 +351,10 @@ def test_in_development_mail_goes_to_the_outbox(app, db, club):
     _start_now(db, campaign)
     assert _sender(app).run() == 2
     from conftest import outbox_messages
+    from klubpost.mail import OutboxMessage
 
+    stored = db.session.scalars(select(OutboxMessage.library_id)).all()
+    assert stored == [club.library_id] * 2  # shown to the library's staff
     assert sorted(str(m["To"]) for m in outbox_messages(db)) == [
         "Medlem0 <m0@example.dk>",
         "Medlem1 <m1@example.dk>",
