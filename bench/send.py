@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -77,7 +78,7 @@ from sqlalchemy import Integer, delete, func, insert, literal, select, text  # n
 
 from accounts.models import Library  # noqa: E402
 from campaigns import sending  # noqa: E402
-from campaigns.messages import DkimKey, DkimSigner, build_message  # noqa: E402
+from campaigns.messages import DkimKey, DkimSigner  # noqa: E402
 from campaigns.models import Campaign, SendLog, SendStatus  # noqa: E402
 from campaigns.rendering import Recipient  # noqa: E402
 from campaigns.services import create_campaign  # noqa: E402
@@ -494,27 +495,8 @@ def parts_phase(
                 sent[index] += sum(r.accepted for r in smtp.send_many(envelopes))
 
     def build(prepared, row, frame) -> Envelope:
-        unsubscribe = prepared.links.unsubscribe(row.subscriber_id)
-        html, text = prepared.newsletter.personalize(
-            Recipient(
-                first_name=row.first_name,
-                email=row.email,
-                unsubscribe_url=unsubscribe,
-                preferences_url=prepared.links.preferences(row.subscriber_id),
-                web_url=prepared.web_url,
-                extra=row.attributes,
-            )
-        )
-        built = build_message(
-            frame,
-            send_id=row.send_id,
-            to_email=row.email,
-            to_name=f"{row.first_name} {row.last_name}".strip() or None,
-            html=html,
-            text=text,
-            unsubscribe_url=unsubscribe,
-        )
-        return Envelope(row.send_id, built.envelope_from, row.email, built.data)
+        # The engine's own per-member path, with this run's (signing) frame.
+        return sending.envelope_for(dataclasses.replace(prepared, frame=frame), row)[0]
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(connections)]
     started = time.perf_counter()

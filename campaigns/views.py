@@ -646,52 +646,34 @@ def schedule(campaign_id: int):
     return _sending_action(campaign_id, act)
 
 
-@bp.post("/campaigns/<int:campaign_id>/unschedule")
-@role_required(Role.EDITOR)
-def unschedule(campaign_id: int):
-    """Back to a draft."""
-
-    def act(campaign: Campaign) -> str:
-        sending.unschedule(campaign)
-        return _("The newsletter is a draft again.")
-
-    return _sending_action(campaign_id, act)
+# The buttons that steer a scheduled or sending campaign: each changes its state
+# (sending.py checks the transition) and tells the editor what happened.
+_STEERING = {
+    "unschedule": (sending.unschedule, _l("The newsletter is a draft again.")),
+    "pause": (sending.pause, _l("Sending paused.")),
+    "resume": (sending.resume, _l("Sending resumed.")),
+    "cancel": (lambda c: sending.cancel(db.session, c), _l("Sending cancelled.")),
+}
 
 
-@bp.post("/campaigns/<int:campaign_id>/pause")
-@role_required(Role.EDITOR)
-def pause(campaign_id: int):
-    """Stop handing out new batches."""
+def _steering_view(change, done):
+    def view(campaign_id: int):
+        def act(campaign: Campaign) -> str:
+            change(campaign)
+            return str(done)
 
-    def act(campaign: Campaign) -> str:
-        sending.pause(campaign)
-        return _("Sending paused.")
+        return _sending_action(campaign_id, act)
 
-    return _sending_action(campaign_id, act)
-
-
-@bp.post("/campaigns/<int:campaign_id>/resume")
-@role_required(Role.EDITOR)
-def resume(campaign_id: int):
-    """Go on where sending stopped."""
-
-    def act(campaign: Campaign) -> str:
-        sending.resume(campaign)
-        return _("Sending resumed.")
-
-    return _sending_action(campaign_id, act)
+    return view
 
 
-@bp.post("/campaigns/<int:campaign_id>/cancel")
-@role_required(Role.EDITOR)
-def cancel(campaign_id: int):
-    """Stop for good; whoever has not got it yet won't."""
-
-    def act(campaign: Campaign) -> str:
-        sending.cancel(db.session, campaign)
-        return _("Sending cancelled.")
-
-    return _sending_action(campaign_id, act)
+for _action, (_change, _done) in _STEERING.items():
+    bp.add_url_rule(
+        f"/campaigns/<int:campaign_id>/{_action}",
+        endpoint=_action,
+        view_func=role_required(Role.EDITOR)(_steering_view(_change, _done)),
+        methods=["POST"],
+    )
 
 
 @bp.get("/campaigns/<int:campaign_id>/progress")
