@@ -253,3 +253,8 @@ class SendLog(db.Model):
     claimed_until: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
+    # Whether this copy carried tracked links and a pixel (consent and the
+    # club's tracking mode decide), and the member's first human open and click.
+    tracked: Mapped[bool] = mapped_column(default=False)
+    opened_at: Mapped[datetime | None]
+    clicked_at: Mapped[datetime | None]

@@ -52,6 +52,7 @@ def _register_blueprints(app: Flask) -> None:
     from subscribers.import_views import bp as imports_bp
     from subscribers.public import bp as public_bp
     from subscribers.views import bp as subscribers_bp
+    from tracking import models as _tracking_models  # noqa: F401
 
     app.before_request(_start_clean)
     app.before_request(require_current_schema)

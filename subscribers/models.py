@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from accounts.models import Library, User
 from klubpost.db import db, str_enum, utcnow
+from tracking.models import TrackingMode
 
 LANGUAGES = ("da", "nl", "en")
 
@@ -42,6 +43,10 @@ class Club(db.Model):
     reply_to: Mapped[str | None] = mapped_column(String(320))
     double_opt_in: Mapped[bool] = mapped_column(default=True)
     tracking_consent_required: Mapped[bool] = mapped_column(default=True)
+    # With consent required, only members who consented are tracked at all.
+    tracking_mode: Mapped[TrackingMode] = mapped_column(
+        str_enum(TrackingMode, "tracking_mode"), default=TrackingMode.INDIVIDUAL
+    )
     # Whether the club's sent newsletters are listed on a public archive page.
     public_archive: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
