@@ -43,7 +43,7 @@ from flask_babel import gettext as _
 from sqlalchemy import Integer, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import compose
+from campaigns import compose, dkim
 from campaigns.messages import MessageFrame, build_message
 from campaigns.models import (
     CAMPAIGN_TRANSITIONS,
@@ -567,6 +567,7 @@ def prepare(session: Session, campaign: Campaign) -> Prepared:
         message_id_domain=library.domain or domain,
         bounce_domain=current_app.config.get("BOUNCE_DOMAIN") or domain,
         verp_secret=current_app.config["SECRET_KEY"].encode(),
+        dkim=dkim.signer_for(library),
     )
     return Prepared(
         campaign_id=campaign.id,
