@@ -68,6 +68,7 @@ from klubpost.links import external_url
 from klubpost.mail import OutboxTransport, SmtpTransport, transport_from_url
 from klubpost.security import sign
 from subscribers.models import Membership, MembershipStatus, Subscriber
+from tracking import mail as tracking_mail
 
 log = logging.getLogger("klubpost.sending")
 
@@ -300,24 +301,43 @@ def start_due(session: Session, now: datetime | None = None) -> list[int]:
 
 
 def start(session: Session, campaign: Campaign, now: datetime | None = None) -> int:
-    """Fix the audience (one queued row per confirmed member) and start sending."""
+    """Fix the audience (one queued row per confirmed member) and start sending.
+
+    Also keeps the links that clicks will be counted on, and marks whose copy is
+    tracked (see tracking.mail).
+    """
     change_status(campaign, CampaignStatus.SENDING)
     campaign.started_at = now or utcnow()
     plan_next_issue(session, campaign)
+    club = campaign.club
+    _store_tracked_links(session, campaign)
     members = select(
         literal(campaign.id, Integer).label("campaign_id"),
         Membership.subscriber_id,
         Membership.id,
+        tracking_mail.tracked_column(club),
     ).where(
         Membership.club_id == campaign.club_id,
         Membership.status == MembershipStatus.CONFIRMED,
     )
     result = session.execute(
         insert(SendLog).from_select(
-            ["campaign_id", "subscriber_id", "membership_id"], members
+            ["campaign_id", "subscriber_id", "membership_id", "tracked"], members
         )
     )
     return result.rowcount
+
+
+def _store_tracked_links(session: Session, campaign: Campaign) -> None:
+    from campaigns.rendering import RenderError
+
+    try:
+        newsletter, _warnings = compose.compile_draft(
+            session, campaign, compose.draft_of(campaign)
+        )
+    except RenderError:
+        return  # nothing can be sent; prepare() reports the error
+    tracking_mail.store_links(session, campaign.id, campaign.club, newsletter)
 
 
 # ------------------------------------------------------------------ progress
@@ -391,6 +411,7 @@ class Prepared:
     newsletter: CompiledNewsletter
     web_url: str
     links: MemberLinks
+    tracking: tracking_mail.MailTracking | None = None
 
 
 @dataclass
@@ -403,6 +424,7 @@ class Claimed:
     first_name: str
     last_name: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    tracked: bool = False
 
 
 def claim_batch(
@@ -439,6 +461,7 @@ def claim_batch(
             Subscriber.last_name,
             Subscriber.attributes,
             Membership.status,
+            SendLog.tracked,
         )
         .join(Subscriber, Subscriber.id == SendLog.subscriber_id, isouter=True)
         .join(Membership, Membership.id == SendLog.membership_id, isouter=True)
@@ -446,11 +469,13 @@ def claim_batch(
         .order_by(SendLog.id)
     ).all()
     claimed, gone = [], []
-    for send_id, sub_id, email, first, last, attrs, status in rows:
+    for send_id, sub_id, email, first, last, attrs, status, tracked in rows:
         if sub_id is None or status is not MembershipStatus.CONFIRMED:
             gone.append(send_id)  # unsubscribed, bounced or erased meanwhile
         else:
-            claimed.append(Claimed(send_id, sub_id, email, first, last, attrs or {}))
+            claimed.append(
+                Claimed(send_id, sub_id, email, first, last, attrs or {}, tracked)
+            )
     if gone:
         session.execute(
             update(SendLog)
@@ -660,12 +685,18 @@ def prepare(session: Session, campaign: Campaign) -> Prepared:
         newsletter=newsletter,
         web_url=compose.web_url(campaign),
         links=MemberLinks(club.id),
+        tracking=tracking_mail.mail_tracking(session, campaign.id, club),
     )
 
 
 def envelope_for(prepared: Prepared, row: Claimed) -> tuple[Envelope, str]:
     """The finished mail of one member, and its Message-ID."""
     unsubscribe = prepared.links.unsubscribe(row.subscriber_id)
+    link_urls, tracking_html = None, ""
+    if prepared.tracking is not None:
+        link_urls, tracking_html = prepared.tracking.for_member(
+            row.send_id, row.tracked
+        )
     html, text = prepared.newsletter.personalize(
         Recipient(
             first_name=row.first_name,
@@ -674,7 +705,9 @@ def envelope_for(prepared: Prepared, row: Claimed) -> tuple[Envelope, str]:
             preferences_url=prepared.links.preferences(row.subscriber_id),
             web_url=prepared.web_url,
             extra=row.attributes,
-        )
+        ),
+        link_urls=link_urls,
+        tracking_html=tracking_html,
     )
     name = f"{row.first_name} {row.last_name}".strip()
     built = build_message(
