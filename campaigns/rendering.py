@@ -396,6 +396,7 @@ def compile_newsletter(
     context = _context(content, blocks, brand, club, placeholders)
     mjml_source = _render_template(source, context)
     html = _mjml_to_html(mjml_source, source)
+    html, links = _slot_template_links(html, links, placeholders)
     html_pieces = _Pieces(_with_tracking_slot(html, placeholders), placeholders)
     _check_personal_fields(html, html_pieces, placeholders)
     text_pieces = _Pieces(html_to_text(html), placeholders)
@@ -411,6 +412,78 @@ def compile_newsletter(
 
 
 BODY_END = re.compile(r"</body\s*>", re.I)
+ANCHOR = re.compile(r"<a\b([^>]*)>(.*?)</a\s*>", re.I | re.S)
+HREF = re.compile(r"""(\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.I)
+DATA_ATTRIBUTE = re.compile(
+    r"""\bdata-(notrack|tag)(?:\s*=\s*(["'])([^"']*)\2)?""", re.I
+)
+TAG_NAME = re.compile(r"[a-z0-9_-]{1,40}")
+INNER_TAGS = re.compile(r"<[^>]+>")
+ALT = re.compile(r"""\balt\s*=\s*(["'])([^"']*)\1""", re.I)
+
+
+def _slot_template_links(
+    html: str, links: list[LinkInfo], placeholders: _Placeholders
+) -> tuple[str, list[LinkInfo]]:
+    """Give the template's own links (a logo, a button, a link in a text) markers
+    like the blocks' links, and number all links in the order they appear.
+
+    An `<a>` with `data-notrack` is never tracked; `data-tag="book"` tags it.
+    """
+    links = list(links)
+
+    def slot(match: re.Match) -> str:
+        attributes, inner = match.group(1), match.group(2)
+        href = HREF.search(attributes)
+        if href is None:
+            return match.group(0)
+        flags = {
+            m.group(1).lower(): m.group(3) for m in DATA_ATTRIBUTE.finditer(attributes)
+        }
+        tag = (flags.get("tag") or "").strip().lower()
+        text = " ".join(html_lib.unescape(INNER_TAGS.sub(" ", inner)).split())
+        if not text and (alt := ALT.search(inner)):
+            text = html_lib.unescape(alt.group(2)).strip()
+        url = html_lib.unescape(href.group(3))
+        if placeholders.leftover.search(url):
+            return match.group(0)  # personal (e.g. ?email=…): never tracked
+        links.append(
+            LinkInfo(
+                text[:300] or url,
+                url,
+                tag if TAG_NAME.fullmatch(tag) else None,
+                "notrack" not in flags,
+            )
+        )
+        marker = placeholders.token(f"link{len(links) - 1}")
+        quote = href.group(2)
+        attributes = (
+            attributes[: href.start()]
+            + f"{href.group(1)}{quote}{marker}{quote}"
+            + attributes[href.end() :]
+        )
+        return f"<a{attributes}>{inner}</a>"
+
+    html = ANCHOR.sub(slot, html)
+    return _in_document_order(html, links, placeholders)
+
+
+def _in_document_order(
+    html: str, links: list[LinkInfo], placeholders: _Placeholders
+) -> tuple[str, list[LinkInfo]]:
+    """Renumber the link markers so that link 0 is the first one in the mail."""
+    link_marker = re.compile(f"kp{placeholders.nonce}-link([0-9]+)-")
+    order: list[int] = []
+    for match in link_marker.finditer(html):
+        index = int(match.group(1))
+        if index not in order:
+            order.append(index)
+    order += [index for index in range(len(links)) if index not in order]
+    new_index = {old: new for new, old in enumerate(order)}
+    html = link_marker.sub(
+        lambda m: placeholders.token(f"link{new_index[int(m.group(1))]}"), html
+    )
+    return html, [links[old] for old in order]
 
 
 def _with_tracking_slot(html: str, placeholders: _Placeholders) -> str:
