@@ -29,6 +29,7 @@ from jinja2 import DictLoader, StrictUndefined, TemplateError, TemplateSyntaxErr
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from campaigns.messages import QpTemplate
 from campaigns.render_blocks import BlockError, check_blocks, check_url, paragraphs
 from campaigns.render_blocks import when_text as _when_text
 from campaigns.render_text import html_to_text
@@ -315,6 +316,7 @@ class CompiledNewsletter:
     language: str
     _html: _Pieces
     _text: _Pieces
+    _qp: tuple[QpTemplate, QpTemplate] | None = None
 
     def __post_init__(self) -> None:
         self._link_text = {f"link{i}": link.url for i, link in enumerate(self.links)}
@@ -336,6 +338,32 @@ class CompiledNewsletter:
         e.g. with this recipient's tracked redirects; others keep their URL.
         `tracking_html` (the open pixel, the honeypot link) goes in as it is at
         the end of the HTML body; the text part has no place for it."""
+        escaped, values = self._values(recipient, link_urls, tracking_html)
+        return self._html.fill(escaped), self._text.fill(values)
+
+    def encoded(
+        self,
+        recipient: Recipient,
+        link_urls: dict[int, str] | None = None,
+        tracking_html: str = "",
+    ) -> tuple[bytes, bytes]:
+        """`personalize`, as quoted-printable mail bodies (HTML, text).
+
+        The fixed pieces were encoded once (`QpTemplate`); only this
+        recipient's values are encoded here, which is what makes sending fast.
+        """
+        if self._qp is None:
+            self._qp = (
+                QpTemplate(self._html.parts[0::2], self._html.parts[1::2]),
+                QpTemplate(self._text.parts[0::2], self._text.parts[1::2]),
+            )
+        escaped, values = self._values(recipient, link_urls, tracking_html)
+        return self._qp[0].render(escaped), self._qp[1].render(values)
+
+    def _values(
+        self, recipient: Recipient, link_urls: dict[int, str] | None, tracking_html: str
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """This recipient's values for the HTML (escaped) and for the text."""
         values = {
             "first_name": (recipient.first_name or "").strip()
             or FIRST_NAME_FALLBACK[self.language],
@@ -358,7 +386,7 @@ class CompiledNewsletter:
                 if key in values:
                     values[key], escaped[key] = url, escape(url)
         escaped[TRACKING_SLOT] = tracking_html
-        return self._html.fill(escaped), self._text.fill(values)
+        return escaped, values
 
 
 def sample_recipient(language: str) -> Recipient:

@@ -697,7 +697,7 @@ def envelope_for(prepared: Prepared, row: Claimed) -> tuple[Envelope, str]:
         link_urls, tracking_html = prepared.tracking.for_member(
             row.send_id, row.tracked
         )
-    html, text = prepared.newsletter.personalize(
+    html, text = prepared.newsletter.encoded(
         Recipient(
             first_name=row.first_name,
             email=row.email,

@@ -598,3 +598,27 @@ def test_a_templates_own_links_are_tracked_in_the_order_they_appear():
     assert "https://x.dk/u?e=" in html and "@example.org" in html
     plain, _text = compiled.personalize(sample_recipient("en"))
     assert 'href="https://x.dk/a?b=1&amp;c=2"' in plain
+
+
+def test_encoded_bodies_decode_to_exactly_the_personalised_mail():
+    import quopri
+
+    compiled = compile_newsletter(
+        builtin_templates()[0].source,
+        content(),
+        BRAND,
+        ClubInfo("Klubben", "da"),
+    )
+    recipient = Recipient(
+        first_name="Søren  ",
+        email="søren@example.dk",
+        unsubscribe_url="https://x.dk/u/" + "a" * 150,
+        preferences_url="https://x.dk/p?x=1&y=2",
+        web_url="https://x.dk/w",
+    )
+    urls = {i: f"https://t.dk/c/{'é' * i}{i}" for i in range(len(compiled.links))}
+    html, text = compiled.personalize(recipient, urls, '<img src="p.gif">')
+    html_qp, text_qp = compiled.encoded(recipient, urls, '<img src="p.gif">')
+    assert quopri.decodestring(html_qp).decode() == html.replace("\n", "\r\n")
+    assert quopri.decodestring(text_qp).decode() == text.replace("\n", "\r\n")
+    assert max(len(line) for line in html_qp.split(b"\r\n")) <= 76
