@@ -862,12 +862,13 @@ def run_processes(
     connections: int | None = None,
     wait_for: Callable[[], bool] | None = None,
 ) -> list[multiprocessing.Process]:
-    """Start `processes` sender processes (forked from this one); returns them.
+    """Fork `processes` - 1 more sender processes; returns them.
 
     Python runs one thread at a time per process, and building mails is CPU
-    work: one process per core is what makes a machine send fast. The children
+    work: one process per core is what makes a machine send fast. The caller
+    is the first of them (`klubpost send` runs a `Sender` itself). The children
     die with their parent (even a SIGKILL'd one), so "a sender was killed"
-    means all of it, and the exactly-once bound counts every child's batches.
+    means all of it, and the exactly-once bound counts every process's batches.
     """
     context = multiprocessing.get_context("fork")
     children = [
@@ -876,7 +877,7 @@ def run_processes(
             args=(app, connections, processes, wait_for),
             name=f"klubpost-sender-{n}",
         )
-        for n in range(processes)
+        for n in range(1, processes)
     ]
     for child in children:
         child.start()

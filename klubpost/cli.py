@@ -139,6 +139,8 @@ def send_command(
     Any number of `klubpost send --forever` processes (on PostgreSQL also on
     other machines) share the work: each batch goes to exactly one of them.
     """
+    import threading
+
     from campaigns import sending
     from campaigns.models import Campaign, CampaignStatus, ScheduleMode
 
@@ -171,21 +173,29 @@ def send_command(
         return db.session.get(Campaign, watched).status != CampaignStatus.SENDING
 
     processes = max(1, processes or app.config["SEND_PROCESSES"])
+    db.session.close()  # nothing of this session may be shared with the forks
     children = sending.run_processes(
         app, processes, connections=connections, wait_for=finished
     )
+    # This process sends too (in a thread: the main one shows the progress).
+    sender = sending.Sender(app, connections=connections, rate_share=processes)
+    worker = threading.Thread(target=sender.run, kwargs={"wait_for": finished})
+    worker.start()
 
     def alive() -> bool:
-        return any(child.is_alive() for child in children)
+        return worker.is_alive() or any(child.is_alive() for child in children)
 
     if campaign is None:
+        worker.join()
         for child in children:
             child.join()
     else:
-        _show_progress(campaign, alive)
+        _show_progress(db.session.get(Campaign, watched), alive)
     failed = [child.exitcode for child in children if child.exitcode]
-    if failed:
-        raise click.ClickException(f"{len(failed)} sender process(es) failed.")
+    if sender.errors or failed:
+        raise click.ClickException(
+            f"{len(failed) + bool(sender.errors)} sender process(es) failed."
+        )
     if campaign is None:
         click.echo("Nothing more is due.")
 
