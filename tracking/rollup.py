@@ -3,7 +3,10 @@
 `roll_up(session, now)` reads the raw events past its watermark, in id order,
 and stops at the first one younger than `SETTLE` (so every hit within the rule
 windows around an event is committed before the event is judged, and a slow
-worker's late flush is not skipped). For each event it:
+worker's late flush is not skipped). Hits could still be skipped in one rare
+case: old hits, retried after a database outage, committed while a younger batch
+with lower ids is not yet committed, at the moment the roll-up runs. For each
+event it:
 
 1. adds the verdicts that need the message's other hits (the hit-time verdict
    already covers HEAD, user agents and Apple's network): a click of the
