@@ -24,15 +24,18 @@ TICK_SECONDS = 2
 
 
 def tick(app: Flask) -> None:
-    """One round: send queued single mails, run queued imports."""
+    """One round: send queued single mails, run queued imports, roll up tracking."""
     from subscribers.imports import run_pending_imports
     from subscribers.mails import queue_import_confirmations
+    from tracking.rollup import purge_events, roll_up
 
     with app.app_context():
         try:
             deliver_queued(db.session)
             run_pending_imports(db.session)
             queue_import_confirmations(db.session)
+            roll_up(db.session)
+            purge_events(db.session)
         finally:
             db.session.remove()
 

@@ -22,7 +22,7 @@ def main() -> None:
 
 def init_app(app) -> None:
     """Add our commands to the app's `flask`/`klubpost` command group."""
-    for command in (demo, scheduler_command, dev, imports, send_command):
+    for command in (demo, scheduler_command, dev, imports, send_command, tracking):
         app.cli.add_command(command)
 
 
@@ -85,6 +85,34 @@ def run_imports(batch_size: int | None) -> None:
     _require_schema()
     worked = run_pending_imports(db.session, batch_rows=batch_size)
     click.echo(f"{worked} import(s) processed.")
+
+
+@click.group()
+def tracking() -> None:
+    """Opens and clicks (normally rolled up and cleaned by the scheduler)."""
+
+
+@tracking.command("rollup")
+@with_appcontext
+def tracking_rollup() -> None:
+    """Turn the settled raw hits into the figures staff read, now."""
+    from tracking.rollup import roll_up
+
+    _require_schema()
+    click.echo(f"{roll_up(db.session)} hit(s) rolled up.")
+
+
+@tracking.command("purge")
+@with_appcontext
+def tracking_purge() -> None:
+    """Delete raw hits older than TRACKING_RETENTION_DAYS (the figures stay)."""
+    from tracking.rollup import purge_events
+
+    _require_schema()
+    total = 0
+    while deleted := purge_events(db.session):
+        total += deleted
+    click.echo(f"{total} raw hit(s) deleted.")
 
 
 @click.command()
