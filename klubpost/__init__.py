@@ -53,6 +53,7 @@ def _register_blueprints(app: Flask) -> None:
     from subscribers.public import bp as public_bp
     from subscribers.views import bp as subscribers_bp
     from tracking import models as _tracking_models  # noqa: F401
+    from tracking.api import bp as tracking_api_bp
     from tracking.views import bp as tracking_bp
 
     app.before_request(_start_clean)
@@ -67,6 +68,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(campaigns_public_bp)
     app.register_blueprint(campaigns_api_bp)
     app.register_blueprint(tracking_bp)
+    app.register_blueprint(tracking_api_bp)
 
 
 def _start_clean() -> None:
