@@ -118,7 +118,7 @@ def test_interests_and_their_period(api, db, herning):
         "days": 30,
         "items": [
             {"tag": "ticket", "clicks": 5, "unique_clicks": 4, "members": 1},
-            {"tag": "book", "clicks": 3, "unique_clicks": 2, "members": None},
+            {"tag": "book", "clicks": 3, "unique_clicks": 2, "members": 0},
         ],
     }
     response = api.get(f"/api/clubs/{club.id}/interests?days=14")

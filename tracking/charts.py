@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 720, 260
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 56  # room for the axes' labels
-MAX_X_LABELS = 8
+MAX_X_LABELS = 6
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,20 @@ def _short(label: str) -> str:
 
 
 def bar_chart(
-    title: str, labels: Sequence[str], series: Sequence[Series], summary: str = ""
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    summary: str = "",
+    ticks: Sequence[str] | None = None,
 ) -> Markup:
-    """Stacked bars, one per label; each series a colour, bottom to top."""
+    """Stacked bars, one per label; each series a colour, bottom to top.
+
+    `labels` name each bar in its tooltip; `ticks`, if given, are the shorter
+    names written under the axis.
+    """
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(labels))] or [0]
     canvas = _Canvas(len(labels), nice_ceiling(max(totals)))
-    canvas.axes(labels, _number)
+    canvas.axes(ticks or labels, _number)
     gap = 0.15 if len(labels) < 60 else 0
     width = canvas.plot_w / canvas.count * (1 - 2 * gap)
     for index, label in enumerate(labels):
@@ -142,12 +150,16 @@ def line_chart(
     series: Sequence[Series],
     summary: str = "",
     percent: bool = False,
+    ticks: Sequence[str] | None = None,
 ) -> Markup:
-    """Lines with a dot per value; None leaves a gap. `percent`: 0.25 is 25 %."""
+    """Lines with a dot per value; None leaves a gap. `percent`: 0.25 is 25 %.
+
+    `ticks`, if given, are shorter labels written under the axis.
+    """
     values = [v for s in series for v in s.values if v is not None] or [0]
     canvas = _Canvas(len(labels), nice_ceiling(max(values)))
     fmt = (lambda v: f"{v * 100:.3g} %") if percent else _number
-    canvas.axes(labels, fmt)
+    canvas.axes(ticks or labels, fmt)
     for number, one in enumerate(series):
         points = [
             (canvas.x(i + 0.5), canvas.y(v), labels[i], v)

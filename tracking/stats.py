@@ -218,6 +218,7 @@ class Bucket:
 
     start: datetime  # UTC
     label: str  # in the library's time zone
+    tick: str  # a shorter label, for a chart's axis
     human: int = 0
     machine: int = 0
 
@@ -267,12 +268,15 @@ def clicks_over_time(session: Session, campaign: Campaign, zone: str) -> Timelin
 
 
 def _hour_bucket(start: datetime, tz: ZoneInfo) -> Bucket:
+    local = start.astimezone(tz)
     # The zone's abbreviation tells apart the two 02:00 hours of a DST change.
-    return Bucket(start, start.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z"))
+    return Bucket(
+        start, local.strftime("%Y-%m-%d %H:%M %Z"), local.strftime("%m-%d %H:%M")
+    )
 
 
 def _with(bucket: Bucket, human: int, machine: int) -> Bucket:
-    return Bucket(bucket.start, bucket.label, human, machine)
+    return Bucket(bucket.start, bucket.label, bucket.tick, human, machine)
 
 
 def _daily_buckets(
@@ -291,7 +295,9 @@ def _daily_buckets(
     for offset in range(min((last - first).days + 1, MAX_DAYS)):
         day = first + timedelta(days=offset)
         human, machine = counts.get(day, (0, 0))
-        buckets.append(Bucket(_day_start(day, tz, since), str(day), human, machine))
+        buckets.append(
+            Bucket(_day_start(day, tz, since), str(day), f"{day:%m-%d}", human, machine)
+        )
     later = [v for day, v in counts.items() if (day - first).days >= MAX_DAYS]
     if later:
         day = first + timedelta(days=MAX_DAYS)
@@ -299,6 +305,7 @@ def _daily_buckets(
             Bucket(
                 _day_start(day, tz, since),
                 f"{day}…{last}",
+                f"{day:%m-%d}…",
                 sum(v[0] for v in later),
                 sum(v[1] for v in later),
             )
@@ -387,13 +394,10 @@ def club_interests(
     )
     if since is not None:
         stmt = stmt.where(TrackCount.hour >= since)
-    members = (
-        _members_by_tag(session, club, since)
-        if club.tracking_mode == TrackingMode.INDIVIDUAL
-        else {}
-    )
+    individual = club.tracking_mode == TrackingMode.INDIVIDUAL
+    members = _members_by_tag(session, club, since) if individual else {}
     rows = [
-        InterestRow(tag, clicks, uniques, members.get(tag))
+        InterestRow(tag, clicks, uniques, members.get(tag, 0) if individual else None)
         for tag, clicks, uniques in session.execute(stmt)
     ]
     return sorted(rows, key=lambda r: (-r.clicks, r.tag or ""))

@@ -10,7 +10,7 @@ from flask_babel import lazy_gettext as _l
 
 from accounts.models import Role
 from campaigns.models import Campaign
-from campaigns.services import library_zone
+from campaigns.services import library_zone, utc_to_local
 from klubpost.auth import get_owned, role_required
 from klubpost.db import db, utcnow
 from subscribers.csvfiles import csv_download
@@ -92,6 +92,7 @@ def _timeline_chart(title: str, buckets: list[stats.Bucket]):
             human=sum(human),
             machine=sum(machine),
         ),
+        ticks=[b.tick for b in buckets],
     )
 
 
@@ -163,17 +164,18 @@ def club_trends(club_id: int):
     club = get_owned(Club, club_id)
     limit = trends_limit()
     rows = stats.club_trends(db.session, club, limit)
+    zone = library_zone(club.library)
     return render_template(
         "tracking/trends.html",
         club=club,
         rows=rows,
         limit=limit,
-        zone=library_zone(club.library),
-        chart=_trends_chart(rows) if rows else None,
+        zone=zone,
+        chart=_trends_chart(rows, zone) if rows else None,
     )
 
 
-def _trends_chart(rows: list[stats.TrendRow]):
+def _trends_chart(rows: list[stats.TrendRow], zone: str):
     oldest_first = rows[::-1]
     return line_chart(
         _("Opens and clicks per newsletter"),
@@ -187,6 +189,7 @@ def _trends_chart(rows: list[stats.TrendRow]):
         ],
         summary=_("The last %(count)d newsletters, oldest first.", count=len(rows)),
         percent=True,
+        ticks=[f"{utc_to_local(r.started_at, zone):%m-%d}" for r in oldest_first],
     )
 
 
