@@ -558,3 +558,13 @@ def test_subscriber_page_links_to_engagement(staff_client, db, herning):
     person = make_subscriber(db, herning[0])
     html = staff_client.get(f"/subscribers/{person.id}").get_data(as_text=True)
     assert f"/subscribers/{person.id}/engagement" in html
+
+
+def test_chart_text_is_escaped(staff_client, db, herning):
+    club = herning[1]
+    sent_campaign(
+        db, club, subject='<script>alert("x")</script>', delivered=10, tracked=10
+    )
+    html = staff_client.get(f"/clubs/{club.id}/trends").get_data(as_text=True)
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;: open rate" in html
