@@ -32,6 +32,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     cli.init_app(app)
     _register_blueprints(app)
+    from tracking import public as tracking_public
+
+    # Its fast WSGI layer sits inside ProxyFix, so it sees the client's address.
+    tracking_public.init_app(app)
     if app.config["TRUSTED_PROXIES"]:
         # Behind a reverse proxy: take the client address from X-Forwarded-For.
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -53,8 +57,8 @@ def _register_blueprints(app: Flask) -> None:
     from subscribers.public import bp as public_bp
     from subscribers.views import bp as subscribers_bp
     from tracking import models as _tracking_models  # noqa: F401
-    from tracking.api import bp as tracking_api_bp
-    from tracking.views import bp as tracking_bp
+    from tracking.api import bp as stats_api_bp
+    from tracking.views import bp as stats_bp
 
     app.before_request(_start_clean)
     app.before_request(require_current_schema)
@@ -67,8 +71,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(campaigns_bp)
     app.register_blueprint(campaigns_public_bp)
     app.register_blueprint(campaigns_api_bp)
-    app.register_blueprint(tracking_bp)
-    app.register_blueprint(tracking_api_bp)
+    app.register_blueprint(stats_bp)
+    app.register_blueprint(stats_api_bp)
 
 
 def _start_clean() -> None:

@@ -25,7 +25,7 @@ STAFF_BLUEPRINTS = {
     "imports",
     "outbox",
     "campaigns",
-    "tracking",
+    "stats",
 }
 
 

@@ -24,7 +24,7 @@ from klubpost.security import csrf
 from subscribers.models import Club, Subscriber
 from tracking import stats
 
-bp = Blueprint("tracking_api", __name__, url_prefix="/api")
+bp = Blueprint("stats_api", __name__, url_prefix="/api")
 # Token-authenticated and cookie-free, so cross-site request forgery cannot apply.
 csrf.exempt(bp)
 

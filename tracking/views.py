@@ -18,7 +18,7 @@ from subscribers.models import Club, Subscriber
 from tracking import exports, stats
 from tracking.charts import Series, bar_chart, line_chart
 
-bp = Blueprint("tracking", __name__)
+bp = Blueprint("stats", __name__)
 
 REASON_LABELS = {
     "human": _l("people"),
