@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup
 
 from accounts.models import Role
 from campaigns.models import Campaign
@@ -17,6 +18,7 @@ from subscribers.csvfiles import csv_download
 from subscribers.models import Club, Subscriber
 from tracking import exports, stats
 from tracking.charts import Series, bar_chart, line_chart
+from tracking.models import TrackingMode
 
 bp = Blueprint("stats", __name__)
 
@@ -78,7 +80,7 @@ def campaign_stats(campaign_id: int):
     )
 
 
-def _timeline_chart(title: str, buckets: list[stats.Bucket]):
+def _timeline_chart(title: str, buckets: list[stats.Bucket]) -> Markup | None:
     if not buckets:
         return None
     human = [b.human for b in buckets]
@@ -175,7 +177,7 @@ def club_trends(club_id: int):
     )
 
 
-def _trends_chart(rows: list[stats.TrendRow], zone: str):
+def _trends_chart(rows: list[stats.TrendRow], zone: str) -> Markup:
     oldest_first = rows[::-1]
     return line_chart(
         _("Opens and clicks per newsletter"),
@@ -240,7 +242,7 @@ def club_interests(club_id: int):
         days=days,
         periods=stats.PERIODS,
         chart=chart,
-        individual=club.tracking_mode == "individual",
+        individual=club.tracking_mode == TrackingMode.INDIVIDUAL,
     )
 
 
