@@ -25,6 +25,8 @@ the campaign page are checked against direct counts of the raw data.
 
 The last line printed is one JSON object:
 {"campaign_stats_ms": ..., "club_trends_ms": ..., "database": ..., ...}
+with, for orientation, the interest page over all time (it counts the members
+who clicked each tag from the raw events, the one view that reads them).
 """
 
 from __future__ import annotations
@@ -467,9 +469,16 @@ def measure(app, made: dict, repeat: int) -> dict:
     checked = check_campaign_page(html, newest)
     trends_ms, html = time_page(client, f"/clubs/{made['club_id']}/trends", repeat)
     assert html.count('class="dot') == len(made["campaign_ids"]) * 2
+    # Not a target, for orientation: the interest view counts members who
+    # clicked each tag from the raw events (all time: every event of the club).
+    interests_ms, html = time_page(
+        client, f"/clubs/{made['club_id']}/interests?days=0", repeat
+    )
+    assert ">book<" in html
     return {
         "campaign_stats_ms": round(campaign_ms, 1),
         "club_trends_ms": round(trends_ms, 1),
+        "club_interests_all_time_ms": round(interests_ms, 1),
         "checked_campaign": checked,
     }
 

@@ -178,7 +178,6 @@ def club_interests(club_id: int):
                     "tag": row.tag,
                     "clicks": row.clicks,
                     "unique_clicks": row.unique_clicks,
-                    "members": row.members,
                 }
                 for row in rows
             ],

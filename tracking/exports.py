@@ -95,10 +95,9 @@ def trend_rows(trends: Iterable[TrendRow]) -> Iterator[list[Any]]:
 
 def interest_rows(interests: Iterable[InterestRow]) -> Iterator[list[Any]]:
     """Human clicks per link tag."""
-    yield ["tag", "clicks", "unique_clicks", "members"]
+    yield ["tag", "clicks", "unique_clicks"]
     for row in interests:
-        members = "" if row.members is None else row.members
-        yield [row.tag or "", row.clicks, row.unique_clicks, members]
+        yield [row.tag or "", row.clicks, row.unique_clicks]
 
 
 def engagement_rows(rows: Iterable[Engagement]) -> Iterator[list[Any]]:

@@ -113,11 +113,6 @@ SCHEMAS: dict[str, Any] = {
             "tag": _TAG,
             "clicks": _INT,
             "unique_clicks": _INT,
-            "members": {
-                "type": ["integer", "null"],
-                "description": "Members who clicked (within the raw events' "
-                "retention); null unless the club tracks individuals",
-            },
         }
     ),
     "StatsEngagement": _object(

@@ -2,10 +2,9 @@
 
 Everything here reads the aggregates the roll-up keeps (`CampaignStats`,
 `TrackCount`), so a page costs the same for a campaign of a hundred members as
-for one of a million. Only two views look at raw events, both bounded to one
-club or one member: how many members clicked each tag (the club's interests)
-and the tags one member clicked (their engagement). Raw events are deleted
-after the retention period, so those two only cover that period.
+for one of a million. Only a member's engagement looks at raw events (the tags
+they clicked), through the member's own send log rows; raw events are deleted
+after the retention period, so it only covers that period.
 
 Rates (`None` where the denominator is 0, or where the club counts anonymously
 and so has no unique figures):
@@ -364,7 +363,6 @@ class InterestRow:
     tag: str | None  # None: links nobody tagged
     clicks: int
     unique_clicks: int  # first clicks per member and link, summed over links
-    members: int | None  # members who clicked it (None: not known)
 
 
 def period_start(days: int, now: datetime) -> datetime | None:
@@ -375,17 +373,12 @@ def period_start(days: int, now: datetime) -> datetime | None:
 def club_interests(
     session: Session, club: Club, since: datetime | None
 ) -> list[InterestRow]:
-    """Human clicks by link tag in the club's newsletters since `since`, most first.
-
-    `members` comes from raw events, so it only counts within the retention
-    period, and only when the club tracks individuals.
-    """
+    """Human clicks by link tag in the club's newsletters since `since`, most first."""
     stmt = (
         select(TrackedLink.tag, func.sum(TrackCount.hits), func.sum(TrackCount.uniques))
         .join(TrackedLink, TrackedLink.id == TrackCount.link_id)
-        .join(Campaign, Campaign.id == TrackCount.campaign_id)
         .where(
-            Campaign.club_id == club.id,
+            TrackCount.campaign_id.in_(_club_campaign_ids(club)),
             TrackCount.kind == EventKind.CLICK,
             TrackCount.reason == HUMAN,
             TrackedLink.honeypot.is_(False),
@@ -394,33 +387,8 @@ def club_interests(
     )
     if since is not None:
         stmt = stmt.where(TrackCount.hour >= since)
-    individual = club.tracking_mode == TrackingMode.INDIVIDUAL
-    members = _members_by_tag(session, club, since) if individual else {}
-    rows = [
-        InterestRow(tag, clicks, uniques, members.get(tag, 0) if individual else None)
-        for tag, clicks, uniques in session.execute(stmt)
-    ]
+    rows = [InterestRow(*row) for row in session.execute(stmt)]
     return sorted(rows, key=lambda r: (-r.clicks, r.tag or ""))
-
-
-def _members_by_tag(
-    session: Session, club: Club, since: datetime | None
-) -> dict[str | None, int]:
-    stmt = (
-        select(TrackedLink.tag, func.count(SendLog.subscriber_id.distinct()))
-        .select_from(TrackEvent)
-        .join(TrackedLink, TrackedLink.id == TrackEvent.link_id)
-        .join(SendLog, SendLog.id == TrackEvent.send_id)
-        .where(
-            TrackEvent.campaign_id.in_(_club_campaign_ids(club)),
-            TrackEvent.kind == EventKind.CLICK,
-            TrackEvent.human.is_(True),
-        )
-        .group_by(TrackedLink.tag)
-    )
-    if since is not None:
-        stmt = stmt.where(TrackEvent.occurred_at >= since)
-    return {tag: members for tag, members in session.execute(stmt)}
 
 
 def _club_campaign_ids(club: Club) -> Select:
