@@ -67,6 +67,19 @@ def ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
+def campaign_rates(figures: dict[str, int], anonymous: bool) -> dict[str, float | None]:
+    """The rates of the module docstring, by name, from a campaign's figures."""
+    if anonymous:
+        return dict.fromkeys(RATES)
+    f = figures
+    return {
+        "open_rate": ratio(f["unique_opens_human"], f["tracked"]),
+        "click_through": ratio(f["unique_clicks_human"], f["delivered"]),
+        "click_through_tracked": ratio(f["unique_clicks_human"], f["tracked"]),
+        "click_to_open": ratio(f["unique_clicks_human"], f["unique_opens_human"]),
+    }
+
+
 # ----------------------------------------------------------------- one campaign
 
 
@@ -83,16 +96,8 @@ class CampaignSummary:
 
     @property
     def rates(self) -> dict[str, float | None]:
-        """The rates of the module docstring, by name."""
-        if self.anonymous:
-            return dict.fromkeys(RATES)
-        f = self.figures
-        return {
-            "open_rate": ratio(f["unique_opens_human"], f["tracked"]),
-            "click_through": ratio(f["unique_clicks_human"], f["delivered"]),
-            "click_through_tracked": ratio(f["unique_clicks_human"], f["tracked"]),
-            "click_to_open": ratio(f["unique_clicks_human"], f["unique_opens_human"]),
-        }
+        """The campaign's rates (see `campaign_rates`)."""
+        return campaign_rates(self.figures, self.anonymous)
 
 
 def _figures(stats: CampaignStats | None) -> dict[str, int]:
@@ -332,10 +337,8 @@ class TrendRow:
 
     @property
     def rates(self) -> dict[str, float | None]:
-        """The campaign's rates (see CampaignSummary.rates)."""
-        return CampaignSummary(
-            self.campaign_id, self.subject, None, self.anonymous, self.figures, None
-        ).rates
+        """The campaign's rates (see `campaign_rates`)."""
+        return campaign_rates(self.figures, self.anonymous)
 
 
 def club_trends(
