@@ -57,6 +57,8 @@ def _register_blueprints(app: Flask) -> None:
     from subscribers.public import bp as public_bp
     from subscribers.views import bp as subscribers_bp
     from tracking import models as _tracking_models  # noqa: F401
+    from tracking.api import bp as stats_api_bp
+    from tracking.views import bp as stats_bp
 
     app.before_request(_start_clean)
     app.before_request(require_current_schema)
@@ -69,6 +71,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(campaigns_bp)
     app.register_blueprint(campaigns_public_bp)
     app.register_blueprint(campaigns_api_bp)
+    app.register_blueprint(stats_bp)
+    app.register_blueprint(stats_api_bp)
 
 
 def _start_clean() -> None:

@@ -264,11 +264,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 def _campaign_schemas() -> dict[str, Any]:
     from campaigns.openapi import SCHEMAS as campaign_schemas
+    from tracking.openapi import SCHEMAS as statistics_schemas
 
-    return campaign_schemas
+    return campaign_schemas | statistics_schemas
 
 
-# One document: the campaign endpoints' schemas join these.
+# One document: the campaign and statistics endpoints' schemas join these.
 SCHEMAS.update(_campaign_schemas())
 
 ERROR_STATUSES = {
@@ -404,7 +405,8 @@ def build_document(app: Flask) -> dict[str, Any]:
             "title": "Klubpost API",
             "version": "1",
             "description": "Libraries, clubs, subscribers, memberships, bulk "
-            "import, events, templates and campaigns. See docs/api.md.",
+            "import, events, templates, campaigns and their statistics. "
+            "See docs/api.md.",
         },
         "servers": [{"url": app.config["BASE_URL"]}],
         "security": [{"token": []}],
