@@ -78,7 +78,7 @@ _REPLY_START = re.compile(r"^[45]\d\d\b")
 # Without a status code, the words of a refusal that blames the address.
 _ADDRESS_GONE = re.compile(
     r"user unknown|unknown user|no such (user|mailbox|recipient)|recipient not found"
-    r"|does(n't| not) (exist|have an? \S+ account)|account (has been )?disabled"
+    r"|does(n't| not) (exist|have an? (\S+ )?account)|account (has been )?disabled"
     r"|invalid recipient|no mailbox here",
     re.IGNORECASE,
 )
@@ -188,10 +188,14 @@ def parse(raw: bytes, secrets: list[bytes]) -> Report:
 
 
 def report_digest(msg: Message, raw: bytes) -> str:
-    """What makes a report the same report: its Message-ID, else its bytes."""
+    """What makes a report the same report: its Message-ID and addressee (the
+    VERP address; copies fetched twice may differ in trace headers), else its
+    bytes."""
     message_id = (msg.get("Message-ID") or "").strip()
-    key = b"id:" + message_id.encode("utf-8", "replace") if message_id else raw
-    return hashlib.sha256(key).hexdigest()
+    if not message_id:
+        return hashlib.sha256(raw).hexdigest()
+    key = f"id:{message_id}\nto:{msg.get('To', '')}"
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
 
 
 def _find_verp(report: Report, raw: bytes, secrets: list[bytes]) -> None:
@@ -355,7 +359,13 @@ def _is_auto_reply(msg: Message) -> bool:
 
 def _other_findings(msg: Message) -> list[Finding]:
     """Failed addresses of a non-standard bounce (qmail, old Exim...)."""
-    temporary, permanent = all_failures(msg)
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:
+        # Heuristics on arbitrary mail: some detectors trip over odd messages
+        # (e.g. one without From). Such a message is simply not a bounce to us.
+        log.warning("flufl.bounce could not read a message", exc_info=True)
+        return []
     text = _body_text(msg)
     findings = []
     for address, final in [(a, True) for a in sorted(permanent)] + [
@@ -690,8 +700,11 @@ def read_path(path: Path) -> Iterator[tuple[str, bytes]]:
         yield path.name, path.read_bytes()
         return
     box = mailbox.mbox(path, factory=None, create=False)
-    for key in box.iterkeys():
-        yield f"{path.name}#{key}", box.get_bytes(key)
+    try:
+        for key in box.iterkeys():
+            yield f"{path.name}#{key}", box.get_bytes(key)
+    finally:
+        box.close()
 
 
 @dataclass(frozen=True)

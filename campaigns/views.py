@@ -19,7 +19,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from accounts.models import Role
-from campaigns import compose, sending, services
+from campaigns import bounces, compose, sending, services
 from campaigns.forms import (
     KIND_CHOICES,
     EventForm,
@@ -605,6 +605,8 @@ def sending_state(campaign: Campaign) -> dict:
         ),
         "zone": zone,
         "form": ScheduleForm(),
+        "bounces": bounces.campaign_counts(db.session, campaign.id),
+        "policy": bounces.policy_problems(db.session, campaign.id),
     }
 
 
