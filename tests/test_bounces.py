@@ -5,9 +5,19 @@ on them."""
 
 from __future__ import annotations
 
+import imaplib
 import mailbox
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
 from email import message_from_bytes
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +27,14 @@ from accounts.models import Role
 from accounts.services import issue_token
 from campaigns import bounces, sending
 from campaigns.models import BounceEvent, ScheduleMode, SendLog
-from conftest import login, make_club, make_library, make_subscriber, make_user
+from conftest import (
+    _free_port,
+    login,
+    make_club,
+    make_library,
+    make_subscriber,
+    make_user,
+)
 from subscribers.models import Membership
 from subscribers.services import join_club
 
@@ -314,3 +331,211 @@ def test_the_webhook_takes_provider_events_as_json_within_the_token_library(
 )
 def test_one_rule_decides_what_a_failure_means(status, code, text, kind):
     assert bounces.classify(status, code, text).value == kind
+
+
+# ----------------------------------------------------------------- POP3 and IMAP
+
+
+class Dovecot:
+    """A real Dovecot IMAP and POP3 server with one mailbox, run from a temporary
+    folder with a generated configuration (no system set-up is touched)."""
+
+    BINARY = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.user, self.password = "bounces", "pa ss/w@rd"
+        self.imap_port, self.pop3_port = _free_port(), _free_port()
+        (root / "run").mkdir()
+        (root / "home").mkdir()
+        (root / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
+        internal, login, owner = self._accounts()
+        if os.geteuid() == 0:
+            os.chown(root / "home", owner.pw_uid, owner.pw_gid)
+        (root / "dovecot.conf").write_text(
+            CONFIG.format(
+                root=root,
+                internal=internal,
+                login=login,
+                uid=owner.pw_uid,
+                gid=owner.pw_gid,
+                imap=self.imap_port,
+                pop3=self.pop3_port,
+            )
+        )
+
+    @staticmethod
+    def _accounts():
+        """Dovecot's login processes refuse to run as root: use its own users."""
+        if os.geteuid() != 0:
+            me = pwd.getpwuid(os.geteuid())
+            return me.pw_name, me.pw_name, me
+        return "dovecot", "dovenull", pwd.getpwnam("dovecot")
+
+    def start(self) -> None:
+        """Start it and wait until both protocols answer."""
+        self.process = subprocess.Popen(
+            [self.BINARY, "-F", "-c", str(self.root / "dovecot.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                for port in (self.imap_port, self.pop3_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"dovecot did not start: {self.log()}")
+
+    def stop(self) -> None:
+        """Stop the server (and wait for it)."""
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        path = self.root / "log"
+        return path.read_text() if path.exists() else ""
+
+    def url(self, scheme: str, suffix: str = "") -> str:
+        port = self.imap_port if scheme.startswith("imap") else self.pop3_port
+        password = quote(self.password, safe="")
+        return f"{scheme}://{self.user}:{password}@127.0.0.1:{port}{suffix}"
+
+    def imap(self) -> imaplib.IMAP4:
+        conn = imaplib.IMAP4("127.0.0.1", self.imap_port)
+        conn.login(self.user, self.password)
+        return conn
+
+    def deliver(self, *messages: bytes, folder: str = "INBOX") -> None:
+        """Put messages into a folder (IMAP APPEND, as a delivery agent would)."""
+        conn = self.imap()
+        conn.create(folder)
+        for raw in messages:
+            conn.append(folder, None, None, raw)
+        conn.logout()
+
+    def count(self, folder: str = "INBOX") -> int:
+        conn = self.imap()
+        status, data = conn.select(folder)
+        conn.logout()
+        return int(data[0]) if status == "OK" else 0
+
+
+CONFIG = """
+base_dir = {root}/run
+state_dir = {root}/run/state
+log_path = {root}/log
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = {internal}
+default_internal_group = {internal}
+default_login_user = {login}
+first_valid_uid = 1
+first_valid_gid = 1
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/home/%u
+}}
+mail_location = maildir:~/Maildir
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+pop3_uidl_format = %08Xu%08Xv
+"""
+
+
+@pytest.fixture
+def dovecot(tmp_path) -> Iterator[Dovecot]:
+    if not Path(Dovecot.BINARY).exists():
+        reason = (
+            "Dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d)"
+        )
+        if os.environ.get("KLUBPOST_REQUIRE_DOVECOT") == "1":
+            pytest.fail(f"{reason}; it is required here.", pytrace=False)
+        pytest.skip(f"{reason}; set KLUBPOST_REQUIRE_DOVECOT=1 to fail instead")
+    # A short folder: Dovecot's socket paths must stay under the OS limit.
+    root = Path(tempfile.mkdtemp(prefix="kp-dove-"))
+    root.chmod(0o755)
+    server = Dovecot(root)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_reports_are_fetched_by_pop3_and_deleted_once_processed(
+    smtp_app_config, smtp_server, app, db, club, runner, dovecot
+):
+    members = add_members(db, club, 3)
+    copies = send_campaign(app, db, smtp_server, club)
+    dovecot.deliver(
+        report("postfix.eml", copies["m0@example.org"]),
+        report("arf-yahoo-aol.eml", copies["m1@example.org"]),
+        report("autoreply.eml", copies["m2@example.org"]),
+    )
+
+    result = runner.invoke(args=["bounces", "--pop3", dovecot.url("pop3")])
+
+    assert result.exit_code == 0, result.output
+    assert "3 message(s) read" in result.output
+    assert statuses(db, members) == ["bounced", "unsubscribed", "confirmed"]
+    assert dovecot.count() == 0  # all three were dealt with, so deleted
+    again = runner.invoke(args=["bounces", "--pop3", dovecot.url("pop3")])
+    assert "0 message(s) read" in again.output
+
+
+def test_the_scheduler_polls_an_imap_mailbox_and_moves_what_it_processed(
+    smtp_app_config, smtp_server, app, db, club, dovecot
+):
+    import scheduler
+
+    members = add_members(db, club, 2)
+    copies = send_campaign(app, db, smtp_server, club)
+    dovecot.deliver(
+        report("exchange.eml", copies["m0@example.org"]),
+        report("policy.eml", copies["m1@example.org"]),
+    )
+    dovecot.deliver(folder="Processed")
+    app.config["BOUNCE_MAILBOX_URL"] = dovecot.url("imap", "/INBOX?move=Processed")
+
+    scheduler.read_bounces(app)
+
+    assert statuses(db, members) == ["bounced", "confirmed"]
+    assert dovecot.count("INBOX") == 0 and dovecot.count("Processed") == 2
+    policy = db.session.scalar(select(BounceEvent).filter_by(kind="policy"))
+    assert policy.status == "5.7.1" and policy.action == "reported"
+
+
+def test_a_wrong_mailbox_password_is_a_clear_error(runner, dovecot):
+    url = dovecot.url("imap").replace("pa%20ss", "nope")
+    result = runner.invoke(args=["bounces", "--imap", url])
+    assert result.exit_code == 1
+    assert "imap://127.0.0.1" in result.output and "AUTHENTICATIONFAILED" in (
+        result.output.upper().replace(" ", "")
+    )
