@@ -99,13 +99,12 @@ def classify(status: str | None, code: int | None = None, text: str = "") -> Kin
         found = _STATUS.match(text.lstrip(" -:")) or found
     if found is not None and not found.group(0).endswith(".0.0"):
         return _by_status(*found.groups())
-    if (code is None or code >= 500) and _ADDRESS_GONE.search(text):
-        return Kind.HARD
-    if code is not None:
-        return _by_reply_code(code)
-    if found is not None and found.group(1) == "4":
+    temporary = code is not None and code < 500
+    if temporary or (found is not None and found.group(1) == "4"):
         return Kind.SOFT
-    return Kind.HARD
+    if _ADDRESS_GONE.search(text):
+        return Kind.HARD
+    return _by_reply_code(code) if code is not None else Kind.HARD
 
 
 def _by_status(klass: str, subject: str, detail: str) -> Kind:
@@ -119,8 +118,6 @@ def _by_status(klass: str, subject: str, detail: str) -> Kind:
 
 
 def _by_reply_code(code: int) -> Kind:
-    if code < 500:
-        return Kind.SOFT
     if code in (550, 551, 553):  # no such mailbox / not local / bad name
         return Kind.HARD
     if code == 552:  # storage exceeded
@@ -638,7 +635,9 @@ def _soft_bounces(session: Session, membership_id: int) -> int:
 # ------------------------------------------------------------------ reading for staff
 
 
-def latest_bounces(session: Session, membership_ids: list[int]) -> dict[int, Any]:
+def latest_bounces(
+    session: Session, membership_ids: list[int]
+) -> dict[int, BounceEvent]:
     """Per membership, the latest event that bounced or unsubscribed it."""
     rows = session.scalars(
         select(BounceEvent)
@@ -651,7 +650,9 @@ def latest_bounces(session: Session, membership_ids: list[int]) -> dict[int, Any
     return {row.membership_id: row for row in rows}
 
 
-def policy_problems(session: Session, campaign_id: int, limit: int = 20) -> list:
+def policy_problems(
+    session: Session, campaign_id: int, limit: int = 20
+) -> list[BounceEvent]:
     """A campaign's refusals for policy reasons, newest first, for its page."""
     return list(
         session.scalars(

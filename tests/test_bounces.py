@@ -36,7 +36,7 @@ from conftest import (
     make_user,
 )
 from subscribers.models import Membership
-from subscribers.services import join_club
+from subscribers.services import erase, join_club
 
 CORPUS = Path(__file__).parent / "bounces"
 
@@ -201,6 +201,12 @@ def test_an_mbox_file_is_read_message_by_message(
     assert "2 message(s) read" in result.output, result.output
     assert statuses(db, members) == ["bounced", "unsubscribed"]
 
+    # Erasing the person erases their bounces too (the diagnostics name them).
+    erase(db.session, members[0].subscriber)
+    db.session.commit()
+    left = db.session.scalars(select(BounceEvent.diagnostic)).all()
+    assert len(left) == 1 and not any("m0@example.org" in d for d in left)
+
 
 def test_the_command_refuses_unclear_sources(runner, tmp_path):
     result = runner.invoke(args=["bounces"])
@@ -327,6 +333,7 @@ def test_the_webhook_takes_provider_events_as_json_within_the_token_library(
         (None, 554, "Transaction failed", "policy"),
         (None, 550, "Requested action not taken", "hard"),
         (None, 451, "Try again later", "soft"),
+        ("4.0.0", None, "user unknown, try again later", "soft"),
     ],
 )
 def test_one_rule_decides_what_a_failure_means(status, code, text, kind):
