@@ -319,3 +319,10 @@ class BounceEvent(db.Model):
     # What it did: bounced, unsubscribed, counted, reported, unmatched...
     action: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def reason(self) -> str:
+        """The status code and the server's words, as staff read them."""
+        if self.status and self.status not in self.diagnostic:
+            return f"{self.status} {self.diagnostic}".strip()
+        return self.diagnostic or self.status
