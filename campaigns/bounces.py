@@ -37,6 +37,7 @@ import logging
 import mailbox
 import poplib
 import re
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -50,6 +51,7 @@ from urllib.parse import unquote, urlsplit
 from flask import current_app
 from flufl.bounce import all_failures
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from accounts.models import Library
@@ -482,7 +484,12 @@ def apply(
         return Processed(report_id=done.id, duplicate=True)
     stored = BounceReport(digest=report.digest, source=source)
     session.add(stored)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # Another process is handling the same report right now.
+        session.rollback()
+        return Processed(duplicate=True)
     result = Processed(report_id=stored.id)
     for finding in report.findings:
         copy = _find_copy(session, report, finding, library_ids)
@@ -756,8 +763,12 @@ def read_mailbox(url: str, handle: Handler) -> int:
 
 
 def _read_imap(where: MailboxUrl, handle: Handler) -> int:
-    client = imaplib.IMAP4_SSL if where.scheme == "imaps" else imaplib.IMAP4
-    conn = client(where.host, where.port or (993 if where.scheme == "imaps" else 143))
+    if where.scheme == "imaps":
+        conn = imaplib.IMAP4_SSL(
+            where.host, where.port or 993, ssl_context=_verified_tls()
+        )
+    else:
+        conn = imaplib.IMAP4(where.host, where.port or 143)
     try:
         conn.login(where.user, where.password)
         status, _data = conn.select(_quoted(where.folder))
@@ -778,13 +789,21 @@ def _read_imap(where: MailboxUrl, handle: Handler) -> int:
         conn.logout()
 
 
+def _verified_tls() -> ssl.SSLContext:
+    """A context that checks the server's certificate and name: imaplib and
+    poplib check neither unless given one, and the mailbox password goes over it."""
+    return ssl.create_default_context()
+
+
 def _quoted(folder: str) -> str:
     return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _read_pop3(where: MailboxUrl, handle: Handler) -> int:
-    client = poplib.POP3_SSL if where.scheme == "pop3s" else poplib.POP3
-    conn = client(where.host, where.port or (995 if where.scheme == "pop3s" else 110))
+    if where.scheme == "pop3s":
+        conn = poplib.POP3_SSL(where.host, where.port or 995, context=_verified_tls())
+    else:
+        conn = poplib.POP3(where.host, where.port or 110)
     try:
         conn.user(where.user)
         conn.pass_(where.password)

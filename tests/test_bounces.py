@@ -15,11 +15,17 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
+from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from test_sending import make_campaign
 
@@ -353,6 +359,9 @@ class Dovecot:
         self.root = root
         self.user, self.password = "bounces", "pa ss/w@rd"
         self.imap_port, self.pop3_port = _free_port(), _free_port()
+        self.imaps_port, self.pop3s_port = _free_port(), _free_port()
+        self.certificate = root / "cert.pem"
+        _self_signed(self.certificate, root / "key.pem")
         (root / "run").mkdir()
         (root / "home").mkdir()
         (root / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
@@ -368,6 +377,8 @@ class Dovecot:
                 gid=owner.pw_gid,
                 imap=self.imap_port,
                 pop3=self.pop3_port,
+                imaps=self.imaps_port,
+                pop3s=self.pop3s_port,
             )
         )
 
@@ -388,7 +399,7 @@ class Dovecot:
         )
         for _ in range(100):
             try:
-                for port in (self.imap_port, self.pop3_port):
+                for port in (self.imap_port, self.pop3s_port):
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
@@ -405,7 +416,12 @@ class Dovecot:
         return path.read_text() if path.exists() else ""
 
     def url(self, scheme: str, suffix: str = "") -> str:
-        port = self.imap_port if scheme.startswith("imap") else self.pop3_port
+        port = {
+            "imap": self.imap_port,
+            "imaps": self.imaps_port,
+            "pop3": self.pop3_port,
+            "pop3s": self.pop3s_port,
+        }[scheme]
         password = quote(self.password, safe="")
         return f"{scheme}://{self.user}:{password}@127.0.0.1:{port}{suffix}"
 
@@ -435,7 +451,9 @@ state_dir = {root}/run/state
 log_path = {root}/log
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
@@ -458,7 +476,7 @@ service imap-login {{
     port = {imap}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {imaps}
   }}
 }}
 service pop3-login {{
@@ -467,7 +485,7 @@ service pop3-login {{
     port = {pop3}
   }}
   inet_listener pop3s {{
-    port = 0
+    port = {pop3s}
   }}
 }}
 service anvil {{
@@ -475,6 +493,36 @@ service anvil {{
 }}
 pop3_uidl_format = %08Xu%08Xv
 """
+
+
+def _self_signed(cert_path: Path, key_path: Path) -> None:
+    """A certificate for 127.0.0.1 that the tests trust through SSL_CERT_FILE."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 @pytest.fixture
@@ -497,8 +545,9 @@ def dovecot(tmp_path) -> Iterator[Dovecot]:
 
 
 def test_reports_are_fetched_by_pop3_and_deleted_once_processed(
-    smtp_app_config, smtp_server, app, db, club, runner, dovecot
+    smtp_app_config, smtp_server, app, db, club, runner, dovecot, monkeypatch
 ):
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.certificate))
     members = add_members(db, club, 3)
     copies = send_campaign(app, db, smtp_server, club)
     dovecot.deliver(
@@ -507,19 +556,20 @@ def test_reports_are_fetched_by_pop3_and_deleted_once_processed(
         report("autoreply.eml", copies["m2@example.org"]),
     )
 
-    result = runner.invoke(args=["bounces", "--pop3", dovecot.url("pop3")])
+    result = runner.invoke(args=["bounces", "--pop3", dovecot.url("pop3s")])
 
     assert result.exit_code == 0, result.output
     assert "3 message(s) read" in result.output
     assert statuses(db, members) == ["bounced", "unsubscribed", "confirmed"]
     assert dovecot.count() == 0  # all three were dealt with, so deleted
-    again = runner.invoke(args=["bounces", "--pop3", dovecot.url("pop3")])
+    again = runner.invoke(args=["bounces", "--pop3", dovecot.url("pop3")])  # plain
     assert "0 message(s) read" in again.output
 
 
 def test_the_scheduler_polls_an_imap_mailbox_and_moves_what_it_processed(
-    smtp_app_config, smtp_server, app, db, club, dovecot
+    smtp_app_config, smtp_server, app, db, club, dovecot, monkeypatch
 ):
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.certificate))
     import scheduler
 
     members = add_members(db, club, 2)
@@ -529,7 +579,7 @@ def test_the_scheduler_polls_an_imap_mailbox_and_moves_what_it_processed(
         report("policy.eml", copies["m1@example.org"]),
     )
     dovecot.deliver(folder="Processed")
-    app.config["BOUNCE_MAILBOX_URL"] = dovecot.url("imap", "/INBOX?move=Processed")
+    app.config["BOUNCE_MAILBOX_URL"] = dovecot.url("imaps", "/INBOX?move=Processed")
 
     scheduler.read_bounces(app)
 
@@ -537,6 +587,17 @@ def test_the_scheduler_polls_an_imap_mailbox_and_moves_what_it_processed(
     assert dovecot.count("INBOX") == 0 and dovecot.count("Processed") == 2
     policy = db.session.scalar(select(BounceEvent).filter_by(kind="policy"))
     assert policy.status == "5.7.1" and policy.action == "reported"
+
+
+def test_a_server_whose_certificate_is_not_trusted_gets_no_password(
+    runner, dovecot, monkeypatch
+):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    for scheme, option in (("imaps", "--imap"), ("pop3s", "--pop3")):
+        result = runner.invoke(args=["bounces", option, dovecot.url(scheme)])
+        assert result.exit_code == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in result.output
+    assert "Login: user=<bounces>" not in dovecot.log()
 
 
 def test_a_wrong_mailbox_password_is_a_clear_error(runner, dovecot):
