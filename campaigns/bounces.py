@@ -174,7 +174,8 @@ def parse(raw: bytes, secrets: list[bytes]) -> Report:
     _find_verp(report, raw, secrets)
     originals = _original_headers(msg)
     report.message_ids = _message_ids(msg, raw, originals)
-    report.list_id = next((h["List-Id"] for h in originals if h["List-Id"]), None)
+    lists = [_header(h, "List-Id") for h in originals]
+    report.list_id = next((value for value in lists if value), None)
     if _report_type(msg) == "feedback-report":
         report.findings = _complaints(msg, originals)
     elif _parts(msg, "message/delivery-status"):
@@ -190,10 +191,10 @@ def report_digest(msg: Message, raw: bytes) -> str:
     """What makes a report the same report: its Message-ID and addressee (the
     VERP address; copies fetched twice may differ in trace headers), else its
     bytes."""
-    message_id = (msg.get("Message-ID") or "").strip()
+    message_id = _header(msg, "Message-ID")
     if not message_id:
         return hashlib.sha256(raw).hexdigest()
-    key = f"id:{message_id}\nto:{msg.get('To', '')}"
+    key = f"id:{message_id}\nto:{_header(msg, 'To')}"
     return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
 
 
@@ -249,12 +250,25 @@ def _original_headers(msg: Message) -> list[Message]:
 
 
 def _message_ids(msg: Message, raw: bytes, originals: list[Message]) -> list[str]:
-    ids = [h["Message-ID"].strip() for h in originals if h["Message-ID"]]
+    ids = [_header(h, "Message-ID") for h in originals if h["Message-ID"]]
     # Non-standard bounces quote the original headers as plain text.
     body = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[-1]
     ids += _QUOTED_MESSAGE_ID.findall(body.decode("utf-8", "replace"))
-    own = (msg.get("Message-ID") or "").strip()
+    own = _header(msg, "Message-ID")
     return list(dict.fromkeys(i for i in ids if i != own))
+
+
+def _header(msg: Message, name: str) -> str:
+    """A header as text (a header with raw 8-bit bytes is an object, not a str)."""
+    value = msg.get(name)
+    return str(value).strip() if value is not None else ""
+
+
+def _decoded(data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode(charset or "utf-8", "replace")
+    except LookupError:  # a charset nobody knows
+        return data.decode("utf-8", "replace")
 
 
 def _clean(value: Any, limit: int = 500) -> str:
@@ -345,14 +359,13 @@ def _complainers(originals: list[Message]) -> list[str]:
 
 def _is_auto_reply(msg: Message) -> bool:
     """An out-of-office or other automatic reply (RFC 3834), not a bounce."""
-    if _DAEMON.search(msg.get("From", "")) or msg.get("X-Failed-Recipients"):
+    if _DAEMON.search(_header(msg, "From")) or msg.get("X-Failed-Recipients"):
         return False
-    submitted = (msg.get("Auto-Submitted") or "no").lower()
     return (
-        submitted.startswith("auto-replied")
+        _header(msg, "Auto-Submitted").lower().startswith("auto-replied")
         or any(msg.get(h) for h in ("X-Autoreply", "X-Autorespond"))
-        or (msg.get("Precedence") or "").lower() == "auto_reply"
-        or bool(_AUTO_REPLY_SUBJECT.match(str(msg.get("Subject", ""))))
+        or _header(msg, "Precedence").lower() == "auto_reply"
+        or bool(_AUTO_REPLY_SUBJECT.match(_header(msg, "Subject")))
     )
 
 
@@ -387,7 +400,7 @@ def _body_text(msg: Message) -> str:
     for part in msg.walk():
         if part.get_content_maintype() == "text":
             data = part.get_payload(decode=True) or b""
-            parts.append(data.decode(part.get_content_charset() or "utf-8", "replace"))
+            parts.append(_decoded(data, part.get_content_charset()))
     return "\n".join(parts)
 
 

@@ -607,3 +607,30 @@ def test_a_wrong_mailbox_password_is_a_clear_error(runner, dovecot):
     assert "imap://127.0.0.1" in result.output and "AUTHENTICATIONFAILED" in (
         result.output.upper().replace(" ", "")
     )
+
+
+ODD_MESSAGES = [
+    b"garbage without any header",
+    b"\x00\xff\xfe\x80",
+    b"Subject: no From header at all\r\n\r\nflufl.bounce's Yale detector trips.\r\n",
+    b"From: MAILER-DAEMON@mx.example.org\r\nContent-Type: text/plain; "
+    b"charset=no-such-charset\r\n\r\n<a@example.org>: 550 5.1.1 user unknown\r\n",
+    b"From: \xe6\xf8\xe5 <x@example.org>\r\nAuto-Submitted: \xff\r\n"
+    b"Subject: \xe6\r\n\r\n",
+    b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\nno parts",
+    b"Content-Type: multipart/report; report-type=feedback-report; boundary=b\r\n"
+    b"\r\n--b\r\nContent-Type: message/feedback-report\r\n\r\n\r\n--b--\r\n",
+]
+
+
+@pytest.mark.parametrize("body", ODD_MESSAGES)
+def test_odd_messages_get_a_clear_answer_never_a_server_error(app, client, body):
+    app.config["BOUNCE_WEBHOOK_SECRET"] = "s3cret-hook"
+    response = client.post(
+        "/api/bounces",
+        data=body,
+        content_type="message/rfc822",
+        headers={"Authorization": "Bearer s3cret-hook"},
+    )
+    assert response.status_code in (200, 422), response.get_data(as_text=True)
+    assert "error" in response.get_json() or response.get_json()["findings"]
