@@ -213,7 +213,7 @@ def populate(members: int, tag: str) -> tuple[int, int]:
                 Subscriber.id,
                 literal(club.id, Integer),
                 literal("confirmed", at.status.type),
-                literal(False, at.tracking_consent.type),
+                literal(True, at.tracking_consent.type),
                 literal("bench", at.consent_source.type),
                 literal(now, at.submitted_at.type),
                 literal(now, at.confirmed_at.type),

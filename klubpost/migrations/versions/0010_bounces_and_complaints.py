@@ -1,7 +1,7 @@
 """bounces and complaints
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0013
 Create Date: 2026-11-23 13:33:14.346869
 
 """
@@ -13,7 +13,7 @@ import klubpost.db
 
 # revision identifiers, used by Alembic.
 revision = '0010'
-down_revision = '0007'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
