@@ -539,12 +539,14 @@ def _copy_by_address(
     session: Session, address: str, list_id: str | None, library_ids: list[int] | None
 ) -> SendLog | None:
     """The latest copy sent to `address` in the club of the quoted List-Id, or in
-    the caller's libraries; never across libraries at large."""
+    the caller's libraries; never across libraries at large. Only recent copies:
+    reports come within days, and an old one is more likely made up."""
     query = (
         select(SendLog)
         .join(Subscriber, Subscriber.id == SendLog.subscriber_id)
         .join(Campaign, Campaign.id == SendLog.campaign_id)
         .where(Subscriber.email_key == address.strip().lower())
+        .where(SendLog.sent_at >= utcnow() - _window())
         .order_by(SendLog.id.desc())
         .limit(1)
     )
@@ -638,11 +640,14 @@ def soft_limit() -> int:
     return int(current_app.config.get("BOUNCE_SOFT_LIMIT", 3))
 
 
+def _window() -> timedelta:
+    return timedelta(days=int(current_app.config.get("BOUNCE_SOFT_WINDOW_DAYS", 30)))
+
+
 def _soft_bounces(session: Session, membership_id: int) -> int:
     """Temporary failures of different copies within the window (a mail delayed
     several times counts once)."""
-    days = int(current_app.config.get("BOUNCE_SOFT_WINDOW_DAYS", 30))
-    since = utcnow() - timedelta(days=days)
+    since = utcnow() - _window()
     return session.scalar(
         select(func.count(func.distinct(BounceEvent.send_log_id))).where(
             BounceEvent.membership_id == membership_id,

@@ -9,11 +9,13 @@ import imaplib
 import mailbox
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -87,11 +89,14 @@ def send_campaign(app, db, smtp_server, club, **kw) -> dict[str, dict[str, str]]
 
 
 def report(name: str, copy: dict[str, str]) -> bytes:
-    """A sample report filled in for one received copy."""
+    """A sample report filled in for one received copy (with a Message-ID of its
+    own, as every real report has)."""
     text = (CORPUS / name).read_text()
     for key in ("VERP", "MESSAGE_ID", "EMAIL", "SEND_ID"):
         text = text.replace("{{" + key + "}}", str(copy[key]))
-    return text.replace("\n", "\r\n").encode()
+    head, body = text.split("\n\n", 1)
+    head = re.sub(r"(?im)^(message-id:\s*<)", rf"\g<1>{uuid.uuid4().hex}.", head)
+    return (head + "\n\n" + body).replace("\n", "\r\n").encode()
 
 
 def statuses(db, members) -> list[str]:
@@ -173,17 +178,21 @@ def test_temporary_failures_bounce_a_member_only_after_the_limit(
 ):
     app.config["BOUNCE_SOFT_LIMIT"] = 3
     member = add_members(db, club, 1)[0]
-    files = []
+    files, copies = [], []
     for n in range(3):
-        copy = send_campaign(app, db, smtp_server, club)["m0@example.org"]
+        copies.append(send_campaign(app, db, smtp_server, club)["m0@example.org"])
         path = tmp_path / f"delayed-{n}.eml"
-        path.write_bytes(report("delayed.eml", copy))
+        path.write_bytes(report("delayed.eml", copies[-1]))
         files.append(path)
 
     for path in files[:2]:
         assert runner.invoke(args=["bounces", str(path)]).exit_code == 0
-    # The same warning again (a mail delayed twice) counts once.
-    runner.invoke(args=["bounces", str(files[1])])
+    # The same report again changes nothing; a second warning about the same
+    # mail (still delayed a day later) is a new report, but the same mail.
+    assert "1 seen before" in runner.invoke(args=["bounces", str(files[1])]).output
+    later = tmp_path / "delayed-1-later.eml"
+    later.write_bytes(report("delayed.eml", copies[1]))
+    assert "1 counted" in runner.invoke(args=["bounces", str(later)]).output
     assert statuses(db, [member]) == ["confirmed"]
 
     result = runner.invoke(args=["bounces", str(files[2])])
@@ -212,6 +221,30 @@ def test_an_mbox_file_is_read_message_by_message(
     db.session.commit()
     left = db.session.scalars(select(BounceEvent.diagnostic)).all()
     assert len(left) == 1 and not any("m0@example.org" in d for d in left)
+
+
+def test_without_bounce_address_or_message_id_the_club_and_address_decide(
+    smtp_app_config, smtp_server, app, db, club, runner, tmp_path
+):
+    members = add_members(db, club, 2)
+    copies = send_campaign(app, db, smtp_server, club)
+    old = db.session.get(SendLog, int(copies["m1@example.org"]["SEND_ID"]))
+    old.sent_at -= timedelta(days=60)  # long before any bounce would come back
+    db.session.commit()
+    for n in range(2):
+        # A relay that rewrote the envelope: only the quoted List-Id and address.
+        copy = {
+            **copies[f"m{n}@example.org"],
+            "VERP": "bounces@klubpost.localhost",
+            "MESSAGE_ID": f"<unknown-{n}@relay.example.org>",
+        }
+        (tmp_path / "reports").mkdir(exist_ok=True)
+        (tmp_path / "reports" / f"{n}.eml").write_bytes(report("postfix.eml", copy))
+
+    result = runner.invoke(args=["bounces", str(tmp_path / "reports")])
+
+    assert "1 bounced" in result.output and "1 unmatched" in result.output
+    assert statuses(db, members) == ["bounced", "confirmed"]
 
 
 def test_the_command_refuses_unclear_sources(runner, tmp_path):
