@@ -129,12 +129,19 @@ def dev(host: str, port: int) -> None:
 
 @click.command("send")
 @click.argument("campaign_id", type=int, required=False)
-@click.option("--connections", type=int, help="SMTP connections (SEND_CONNECTIONS).")
+@click.option(
+    "--processes", type=int, help="Sender processes, one per core (SEND_PROCESSES)."
+)
+@click.option(
+    "--connections", type=int, help="SMTP connections each (SEND_CONNECTIONS)."
+)
 @click.option(
     "--forever", is_flag=True, help="Keep waiting for work: an extra sender process."
 )
 @with_appcontext
-def send_command(campaign_id: int | None, connections: int | None, forever: bool):
+def send_command(
+    campaign_id: int | None, processes: int | None, connections: int | None, forever
+):
     """Send what is due now; with CAMPAIGN_ID, start that draft now and watch it.
 
     Any number of `klubpost send --forever` processes (on PostgreSQL also on
@@ -159,26 +166,49 @@ def send_command(campaign_id: int | None, connections: int | None, forever: bool
                 raise click.ClickException(exc.message) from exc
             db.session.commit()
     sending.start_due(db.session)
+    db.session.commit()
+
+    watched = campaign.id if campaign is not None else None
 
     def finished() -> bool:
+        # Runs in the senders' threads, each with its own session: only ids
+        # cross over, never objects of this thread's session.
         if forever:
             return False
-        if campaign is None:
+        if watched is None:
             return True
         db.session.expire_all()
-        return db.session.get(Campaign, campaign.id).status != CampaignStatus.SENDING
+        return db.session.get(Campaign, watched).status != CampaignStatus.SENDING
 
-    sender = sending.Sender(app, connections=connections)
+    processes = max(1, processes or app.config["SEND_PROCESSES"])
+    db.session.close()  # nothing of this session may be shared with the forks
+    children = sending.run_processes(
+        app, processes, connections=connections, wait_for=finished
+    )
+    # This process sends too (in a thread: the main one shows the progress).
+    sender = sending.Sender(app, connections=connections, rate_share=processes)
     worker = threading.Thread(target=sender.run, kwargs={"wait_for": finished})
     worker.start()
+
+    def alive() -> bool:
+        return worker.is_alive() or any(child.is_alive() for child in children)
+
     if campaign is None:
         worker.join()
-        click.echo(f"{sender.sent} mails sent.")
-        return
-    _show_progress(campaign, worker)
+        for child in children:
+            child.join()
+    else:
+        _show_progress(db.session.get(Campaign, watched), alive)
+    failed = [child.exitcode for child in children if child.exitcode]
+    if sender.errors or failed:
+        raise click.ClickException(
+            f"{len(failed) + bool(sender.errors)} sender process(es) failed."
+        )
+    if campaign is None:
+        click.echo("Nothing more is due.")
 
 
-def _show_progress(campaign, worker) -> None:
+def _show_progress(campaign, alive) -> None:
     """A progress bar for one campaign until its sender stops."""
     import time
 
@@ -188,13 +218,13 @@ def _show_progress(campaign, worker) -> None:
     done = 0
     with click.progressbar(length=total, label=f"Campaign {campaign.id}") as bar:
         while True:
-            alive = worker.is_alive()
+            running = alive()
             db.session.expire_all()
             now = sending.progress(db.session, campaign)
             finished = now.total - now.queued
             bar.update(finished - done)
             done = finished
-            if not alive:
+            if not running:
                 break
             time.sleep(0.5)
     db.session.commit()

@@ -26,8 +26,10 @@ DEFAULTS: dict[str, Any] = {
     "BABEL_DEFAULT_LOCALE": "en",
     "LANGUAGES": ("da", "nl", "en"),
     "PAGE_SIZE": 50,
-    # The sending engine (campaigns/sending.py): SMTP connections per sender
-    # process, rows per batch, optional rate limits (messages per second / hour).
+    # The sending engine (campaigns/sending.py): processes `klubpost send` runs
+    # (one per core by default), SMTP connections per process, rows per batch,
+    # optional rate limits per machine (messages per second / hour).
+    "SEND_PROCESSES": os.cpu_count() or 1,
     "SEND_CONNECTIONS": 4,
     "SEND_BATCH_SIZE": 100,
     "SEND_LEASE_SECONDS": 300,
@@ -51,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
 
 # Numeric settings that may come from the environment.
 INT_ENV_KEYS = (
+    "SEND_PROCESSES",
     "SEND_CONNECTIONS",
     "SEND_BATCH_SIZE",
     "SEND_LEASE_SECONDS",
