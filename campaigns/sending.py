@@ -56,9 +56,11 @@ from sqlalchemy import Integer, bindparam, func, insert, literal, or_, select, u
 from sqlalchemy.orm import Session
 
 from campaigns import compose, dkim
+from campaigns.bounces import classify
 from campaigns.messages import MessageFrame, build_message
 from campaigns.models import (
     CAMPAIGN_TRANSITIONS,
+    BounceKind,
     Campaign,
     CampaignKind,
     CampaignStatus,
@@ -495,10 +497,7 @@ def claim_batch(
 
 def _is_bad_address(result: Result) -> bool:
     """A permanent refusal that blames the address (5.1.x, 5.2.1), not policy."""
-    text = result.text.lstrip()
-    if text.startswith("5.7") or result.code in (521, 554) and "5.7" in text[:8]:
-        return False
-    return result.code in (550, 551, 553) or text.startswith(("5.1.", "5.2.1"))
+    return classify(None, result.code, result.text) is BounceKind.HARD
 
 
 def record_results(

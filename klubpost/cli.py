@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -22,7 +23,15 @@ def main() -> None:
 
 def init_app(app) -> None:
     """Add our commands to the app's `flask`/`klubpost` command group."""
-    for command in (demo, scheduler_command, dev, imports, send_command, tracking):
+    for command in (
+        demo,
+        scheduler_command,
+        dev,
+        imports,
+        send_command,
+        tracking,
+        bounces_command,
+    ):
         app.cli.add_command(command)
 
 
@@ -251,6 +260,55 @@ def _show_progress(campaign, alive) -> None:
     click.echo(
         f"sent {now.sent}, failed {now.failed}, skipped {now.skipped}, "
         f"still queued {now.queued}"
+    )
+
+
+@click.command("bounces")
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--imap", "imap_url", help="imaps://user:pass@host/INBOX[?move=Done]")
+@click.option("--pop3", "pop3_url", help="pop3s://user:pass@host")
+@with_appcontext
+def bounces_command(source: Path | None, imap_url: str | None, pop3_url: str | None):
+    """Process bounces and complaints: a file (one message or an mbox), a
+    maildir or folder, an IMAP or POP3 mailbox, or else BOUNCE_MAILBOX_URL.
+
+    Messages taken from a mailbox are deleted (or moved with ?move=Folder);
+    files are left as they are. A report processed before changes nothing.
+    """
+    from campaigns import bounces
+
+    _require_schema()
+    chosen = [s for s in (source, imap_url, pop3_url) if s]
+    if len(chosen) > 1:
+        raise click.UsageError("Give one source: a path, --imap or --pop3.")
+    url = imap_url or pop3_url or current_app.config.get("BOUNCE_MAILBOX_URL")
+    if pop3_url and not pop3_url.startswith("pop3"):
+        raise click.UsageError("--pop3 takes a pop3:// or pop3s:// URL.")
+    if imap_url and not imap_url.startswith("imap"):
+        raise click.UsageError("--imap takes an imap:// or imaps:// URL.")
+    if source is None and not url:
+        raise click.UsageError(
+            "Give a file or folder, --imap, --pop3 or set BOUNCE_MAILBOX_URL."
+        )
+    tally = bounces.Tally()
+    try:
+        if source is not None:
+            handle = bounces.processor(db.session, "file", tally)
+            for _name, raw in bounces.read_path(source):
+                handle(raw)
+        else:
+            source_name = url.split(":", 1)[0].rstrip("s")
+            bounces.read_mailbox(url, bounces.processor(db.session, source_name, tally))
+    except bounces.MailboxError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_tally(tally)
+
+
+def _print_tally(tally) -> None:
+    actions = ", ".join(f"{n} {a}" for a, n in sorted(tally.actions.items()))
+    click.echo(
+        f"{tally.messages} message(s) read: {actions or 'no member changed'}; "
+        f"{tally.duplicates} seen before, {tally.ignored} ignored."
     )
 
 

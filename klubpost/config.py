@@ -40,6 +40,15 @@ DEFAULTS: dict[str, Any] = {
     "TRACKING_RETENTION_DAYS": 396,
     "TRACKING_FLUSH_SECONDS": 0.2,
     "TRACKING_BUFFER_MAX": 100_000,
+    # Bounces and complaints (campaigns/bounces.py): where reports arrive (an
+    # imaps:// or pop3s:// URL the scheduler polls), the webhook's shared secret,
+    # and how many temporary failures within how many days bounce a member.
+    "BOUNCE_DOMAIN": None,
+    "BOUNCE_MAILBOX_URL": None,
+    "BOUNCE_POLL_SECONDS": 60,
+    "BOUNCE_WEBHOOK_SECRET": None,
+    "BOUNCE_SOFT_LIMIT": 3,
+    "BOUNCE_SOFT_WINDOW_DAYS": 30,
 }
 
 # Numeric settings that may come from the environment.
@@ -51,10 +60,22 @@ INT_ENV_KEYS = (
     "SEND_RATE_PER_SECOND",
     "SEND_RATE_PER_HOUR",
     "TRACKING_RETENTION_DAYS",
+    "BOUNCE_POLL_SECONDS",
+    "BOUNCE_SOFT_LIMIT",
+    "BOUNCE_SOFT_WINDOW_DAYS",
 )
 
 # Environment variables read as they are (strings); booleans and lists parsed below.
-ENV_KEYS = ("DATABASE_URL", "SECRET_KEY", "BASE_URL", "MAIL_URL", "MAIL_FROM_DOMAIN")
+ENV_KEYS = (
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "BASE_URL",
+    "MAIL_URL",
+    "MAIL_FROM_DOMAIN",
+    "BOUNCE_DOMAIN",
+    "BOUNCE_MAILBOX_URL",
+    "BOUNCE_WEBHOOK_SECRET",
+)
 
 
 def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
