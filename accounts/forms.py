@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms import (
+    BooleanField,
+    EmailField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional
 
@@ -73,3 +80,16 @@ class LibraryForm(FlaskForm):
     logo_url = StringField(_l("Logo (link to an image)"), validators=[Length(max=2000)])
     primary_color = StringField(_l("Main colour"), validators=[Length(max=7)])
     accent_color = StringField(_l("Accent colour"), validators=[Length(max=7)])
+
+
+class DkimForm(FlaskForm):
+    domain = StringField(
+        _l("Signing domain (d=)"), validators=[DataRequired(), Length(max=253)]
+    )
+    selector = StringField(
+        _l("Selector (s=)"), validators=[DataRequired(), Length(max=63)]
+    )
+    private_key = TextAreaField(
+        _l("Private key (PEM), or leave empty to generate a new one"),
+        validators=[Optional(), Length(max=20_000)],
+    )

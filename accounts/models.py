@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from klubpost.db import db, str_enum, utcnow
@@ -58,6 +58,10 @@ class Library(db.Model):
     logo_url: Mapped[str | None] = mapped_column(String(2000))
     primary_color: Mapped[str] = mapped_column(String(7), default="#1f4e79")
     accent_color: Mapped[str] = mapped_column(String(7), default="#c8102e")
+    # DKIM signing (campaigns/dkim.py): d=, s= and the encrypted private key.
+    dkim_domain: Mapped[str | None] = mapped_column(String(253))
+    dkim_selector: Mapped[str | None] = mapped_column(String(63))
+    dkim_private_key: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     consortium: Mapped[Consortium | None] = relationship(back_populates="libraries")

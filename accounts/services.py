@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -10,6 +12,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from accounts.models import ApiToken, Library, Role, User
 from klubpost.auth import new_api_token
 from klubpost.db import utcnow
+
+# A host name such as bibliotek.dk (lower case, at least two labels).
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
 
 MIN_PASSWORD_LENGTH = 10
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from flask import (
     Blueprint,
     abort,
@@ -20,16 +18,13 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
 from accounts import services
-from accounts.forms import LibraryForm, LoginForm, TokenForm, UserForm
+from accounts.forms import DkimForm, LibraryForm, LoginForm, TokenForm, UserForm
 from accounts.models import ApiToken, Library, Role, User
 from klubpost.auth import allowed_library_ids, current_library, get_owned, role_required
-from klubpost.db import db
+from klubpost.db import db, utcnow
+from subscribers.models import Club
 
 bp = Blueprint("accounts", __name__)
-
-DOMAIN_RE = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -95,7 +90,7 @@ def library_settings():
     if form.validate_on_submit():
         domain = form.domain.data.strip().lower()
         branding = _branding(form, library)
-        if not DOMAIN_RE.match(domain):
+        if not services.DOMAIN_RE.match(domain):
             form.domain.errors.append(_("Enter a domain name such as bibliotek.dk."))
         elif branding is not None:
             library.name, library.domain = form.name.data.strip(), domain
@@ -107,6 +102,52 @@ def library_settings():
             return redirect(url_for("accounts.library_settings"))
     status = 400 if form.errors else 200
     return render_template("accounts/library.html", form=form, library=library), status
+
+
+@bp.route("/library/dkim", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def library_dkim():
+    """The library's DKIM key: generate or paste one, see the DNS record, remove it."""
+    from campaigns import dkim
+
+    library = current_library()
+    form = DkimForm(
+        domain=library.dkim_domain or library.domain,
+        selector=library.dkim_selector or f"kp{utcnow():%Y}",
+    )
+    if form.validate_on_submit():
+        pem = (form.private_key.data or "").strip().encode() or dkim.generate_pem()
+        try:
+            dkim.configure(library, form.domain.data, form.selector.data, pem)
+        except dkim.DkimError as exc:
+            getattr(form, exc.field).errors.append(exc.message)
+        else:
+            db.session.commit()
+            flash(_("DKIM key saved. Publish the DNS record below."), "success")
+            return redirect(url_for("accounts.library_dkim"))
+    clubs = db.session.scalars(select(Club).where(Club.library_id == library.id))
+    uncovered = [club for club in clubs if not dkim.covers(library, club.from_email)]
+    status = 400 if form.errors else 200
+    return render_template(
+        "accounts/dkim.html",
+        form=form,
+        library=library,
+        dns_name=dkim.dns_name(library),
+        dns_record=dkim.dns_record(library),
+        uncovered=uncovered if library.dkim_private_key else [],
+    ), status
+
+
+@bp.post("/library/dkim/delete")
+@role_required(Role.ADMIN)
+def delete_dkim():
+    """Stop signing the library's mail and forget its key."""
+    from campaigns import dkim
+
+    dkim.disable(current_library())
+    db.session.commit()
+    flash(_("DKIM signing is off; the key was deleted."), "success")
+    return redirect(url_for("accounts.library_dkim"))
 
 
 def _branding(

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from accounts.models import Library, Role
 from campaigns import compose, sending, services
-from campaigns.models import Campaign, Event, ScheduleMode
+from campaigns.models import Campaign, Event, Repeat, ScheduleMode
 from klubpost import jsonapi
 from klubpost.auth import allowed_library_ids
 from klubpost.db import db
@@ -396,6 +396,8 @@ def _schedule_json(campaign: Campaign) -> dict[str, Any]:
         else None,
         "offset_minutes": campaign.offset_minutes,
         "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
+        "repeat": campaign.repeat.value if campaign.repeat else None,
+        "previous_issue_id": campaign.previous_issue_id,
         "progress": state.as_dict(),
     }
 
@@ -426,7 +428,7 @@ def schedule_campaign(campaign_id: int):
     """Schedule a draft: now, at `send_at`, or relative to its event."""
     _require(Role.EDITOR)
     _owned(Campaign, campaign_id, _("campaign"))  # 404 before looking at the body
-    data = _campaign_fields(_body(), {"mode", "send_at", "offset_minutes"})
+    data = _campaign_fields(_body(), {"mode", "send_at", "offset_minutes", "repeat"})
 
     def act(campaign: Campaign) -> None:
         try:
@@ -438,9 +440,17 @@ def schedule_campaign(campaign_id: int):
         offset = data.get("offset_minutes", 0)
         if not isinstance(offset, int) or isinstance(offset, bool):
             raise sending.SendingError(_("Give the offset in whole minutes."), "offset")
+        try:
+            repeat = Repeat(data["repeat"]) if data.get("repeat") else None
+        except (ValueError, TypeError):
+            raise sending.SendingError(
+                _("Choose one of: %(values)s.", values=", ".join(Repeat)), "repeat"
+            ) from None
         zone = services.library_zone(campaign.library)
         at = services.parse_local(data.get("send_at"), zone, "send_at")
-        sending.schedule(campaign, mode, send_at=at, offset_minutes=offset)
+        sending.schedule(
+            campaign, mode, send_at=at, offset_minutes=offset, repeat=repeat
+        )
 
     return _steer(campaign_id, act)
 

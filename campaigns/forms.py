@@ -80,6 +80,22 @@ class TestSendForm(FlaskForm):
     subscriber_id = SelectField(_l("Personalise as"), choices=[])
 
 
+REPEAT_CHOICES = [
+    SelectChoice("", _l("Does not repeat")),
+    SelectChoice("weekly", _l("Every week")),
+    SelectChoice("fortnightly", _l("Every other week")),
+    SelectChoice(
+        "monthly_weekday",
+        _l("Every month on the same weekday (e.g. the first Tuesday)"),
+    ),
+    SelectChoice(
+        "monthly_last_weekday",
+        _l("Every month on the last such weekday (e.g. the last Friday)"),
+    ),
+    SelectChoice("monthly_day", _l("Every month on the same day")),
+]
+
+
 class ScheduleForm(FlaskForm):
     mode = RadioField(
         _l("When"),
@@ -98,3 +114,4 @@ class ScheduleForm(FlaskForm):
         places=None,
         validators=[Optional(), NumberRange(min=0, max=24 * 90)],
     )
+    repeat = SelectField(_l("Repeat"), choices=REPEAT_CHOICES, default="")

@@ -52,6 +52,16 @@ class ScheduleMode(enum.StrEnum):
     AFTER_EVENT = "after_event"  # offset_minutes after the event ends
 
 
+class Repeat(enum.StrEnum):
+    """How a regular issue repeats, counted from its own sending time (local)."""
+
+    WEEKLY = "weekly"
+    FORTNIGHTLY = "fortnightly"
+    MONTHLY_WEEKDAY = "monthly_weekday"  # e.g. the first Tuesday of the month
+    MONTHLY_LAST_WEEKDAY = "monthly_last_weekday"  # e.g. the last Friday
+    MONTHLY_DAY = "monthly_day"  # e.g. the 15th (a short month's last day)
+
+
 # The status changes a campaign may make (the sending engine drives all but the
 # first steps; a draft is the only state in which content may change).
 CAMPAIGN_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
@@ -201,6 +211,12 @@ class Campaign(db.Model):
     send_at: Mapped[datetime | None] = mapped_column(index=True)
     started_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
+    # A repeating regular issue: when it starts sending, its next issue is made
+    # as a draft (proposed for the next date) that an editor approves.
+    repeat: Mapped[Repeat | None] = mapped_column(str_enum(Repeat, "campaign_repeat"))
+    previous_issue_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaign.id", ondelete="SET NULL"), unique=True
+    )
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -210,6 +226,9 @@ class Campaign(db.Model):
     template: Mapped[Template | None] = relationship()
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
     updated_by: Mapped[User | None] = relationship(foreign_keys=[updated_by_id])
+    previous_issue: Mapped[Campaign | None] = relationship(
+        remote_side=[id], foreign_keys=[previous_issue_id]
+    )
 
 
 class SendStatus(enum.StrEnum):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from campaigns.models import Repeat
+
+REPEATS = [r.value for r in Repeat]
 _STRING_OR_NULL = {"type": ["string", "null"]}
 _URL_OR_NULL = {"type": ["string", "null"], "format": "uri"}
 
@@ -189,6 +192,12 @@ SCHEMAS["Schedule"] = {
             "description": "For before/after_event: minutes before the start or "
             "after the end.",
         },
+        "repeat": {
+            "enum": [*REPEATS, None],
+            "description": "Regular issues sent now or at a fixed time may repeat: "
+            "when one starts sending, the next is made as a draft proposed for the "
+            "next date (same local time), to be approved by scheduling it.",
+        },
     },
 }
 SCHEMAS["Sending"] = {
@@ -201,6 +210,8 @@ SCHEMAS["Sending"] = {
         "schedule_mode": {"type": ["string", "null"]},
         "offset_minutes": {"type": "integer"},
         "send_at": {"type": ["string", "null"], "format": "date-time"},
+        "repeat": {"enum": [*REPEATS, None]},
+        "previous_issue_id": {"type": ["integer", "null"]},
         "progress": {
             "type": "object",
             "properties": {

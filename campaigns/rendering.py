@@ -44,6 +44,8 @@ PERSONAL_FIELDS = (
     "preferences_url",
     "web_url",
 )
+# Where a tracked mail's open pixel and honeypot link go (HTML part only).
+TRACKING_SLOT = "tracking"
 # Shown instead of an empty first name: "Dear reader," rather than "Dear ,".
 FIRST_NAME_FALLBACK = {"da": "læser", "nl": "lezer", "en": "reader"}
 COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
@@ -323,12 +325,17 @@ class CompiledNewsletter:
         self._extra_keys = sorted(key for key in used if key.startswith("x_"))
 
     def personalize(
-        self, recipient: Recipient, link_urls: dict[int, str] | None = None
+        self,
+        recipient: Recipient,
+        link_urls: dict[int, str] | None = None,
+        tracking_html: str = "",
     ) -> tuple[str, str]:
         """The (HTML, plain text) of the mail for `recipient`.
 
         `link_urls` may replace the blocks' links (by their index in `links`),
-        e.g. with this recipient's tracked redirects; others keep their URL."""
+        e.g. with this recipient's tracked redirects; others keep their URL.
+        `tracking_html` (the open pixel, the honeypot link) goes in as it is at
+        the end of the HTML body; the text part has no place for it."""
         values = {
             "first_name": (recipient.first_name or "").strip()
             or FIRST_NAME_FALLBACK[self.language],
@@ -350,6 +357,7 @@ class CompiledNewsletter:
                 key = f"link{index}"
                 if key in values:
                     values[key], escaped[key] = url, escape(url)
+        escaped[TRACKING_SLOT] = tracking_html
         return self._html.fill(escaped), self._text.fill(values)
 
 
@@ -388,7 +396,7 @@ def compile_newsletter(
     context = _context(content, blocks, brand, club, placeholders)
     mjml_source = _render_template(source, context)
     html = _mjml_to_html(mjml_source, source)
-    html_pieces = _Pieces(html, placeholders)
+    html_pieces = _Pieces(_with_tracking_slot(html, placeholders), placeholders)
     _check_personal_fields(html, html_pieces, placeholders)
     text_pieces = _Pieces(html_to_text(html), placeholders)
     size = len(html.encode("utf-8"))
@@ -400,6 +408,20 @@ def compile_newsletter(
         _html=html_pieces,
         _text=text_pieces,
     )
+
+
+BODY_END = re.compile(r"</body\s*>", re.I)
+
+
+def _with_tracking_slot(html: str, placeholders: _Placeholders) -> str:
+    """The HTML with a marker at the end of its body, where a tracked mail's
+    pixel and honeypot link go (nothing for other mails)."""
+    marker = placeholders.token(TRACKING_SLOT)
+    ends = list(BODY_END.finditer(html))
+    if not ends:
+        return html + marker
+    at = ends[-1].start()
+    return html[:at] + marker + html[at:]
 
 
 def _brand_view(brand: Brand) -> dict:

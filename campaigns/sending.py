@@ -3,7 +3,9 @@
 1. **Schedule.** `schedule()` sets when a draft is due: now, at a fixed time, or
    relative to its event (N minutes before it starts / after it ends), in the
    library's time zone. Moving the event moves its scheduled campaigns
-   (`follow_event`).
+   (`follow_event`). A regular issue may repeat (weekly, fortnightly, monthly on
+   a weekday or a day): when it starts, its next issue is made as a draft
+   proposed for the next date, which an editor approves (`plan_next_issue`).
 2. **Start.** The scheduler process calls `start_due()`: a due campaign's audience
    is fixed in one statement that writes a `SendLog` row per confirmed member. The
    row is unique per (campaign, subscriber): nobody can be queued twice, and
@@ -30,26 +32,31 @@ Nothing is ever lost.
 
 from __future__ import annotations
 
+import calendar
+import copy
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app
 from flask_babel import gettext as _
 from sqlalchemy import Integer, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import compose
+from campaigns import compose, dkim
 from campaigns.messages import MessageFrame, build_message
 from campaigns.models import (
     CAMPAIGN_TRANSITIONS,
     Campaign,
+    CampaignKind,
     CampaignStatus,
     Event,
+    Repeat,
     ScheduleMode,
     SendLog,
     SendStatus,
@@ -61,6 +68,7 @@ from klubpost.links import external_url
 from klubpost.mail import OutboxTransport, SmtpTransport, transport_from_url
 from klubpost.security import sign
 from subscribers.models import Membership, MembershipStatus, Subscriber
+from tracking import mail as tracking_mail
 
 log = logging.getLogger("klubpost.sending")
 
@@ -154,10 +162,18 @@ def schedule(
     *,
     send_at: datetime | None = None,
     offset_minutes: int = 0,
+    repeat: Repeat | None = None,
     now: datetime | None = None,
 ) -> datetime:
     """Schedule a draft (or move a scheduled campaign); returns the due time."""
     now = now or utcnow()
+    if repeat and campaign.kind is not CampaignKind.REGULAR:
+        raise SendingError(_("Only regular issues can repeat."), "repeat")
+    if repeat and mode not in (ScheduleMode.NOW, ScheduleMode.FIXED):
+        raise SendingError(
+            _("A repeating issue is sent now or at a fixed time."), "repeat"
+        )
+    campaign.repeat = repeat
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
         raise SendingError(_("Only drafts and scheduled campaigns can be scheduled."))
     if not campaign.subject.strip():
@@ -197,6 +213,73 @@ def follow_event(session: Session, event: Event, now: datetime | None = None) ->
     return moved
 
 
+# ------------------------------------------------------------------ repeat
+
+
+def next_occurrence(
+    repeat: Repeat, after: datetime, zone: str, anchor_day: int | None = None
+) -> datetime:
+    """The next sending time of a repeating issue: same wall-clock time, in UTC.
+
+    `anchor_day` is the series' day of the month for MONTHLY_DAY, so that an
+    issue moved to the 28th of February goes back to the 31st in March.
+    """
+    tz = ZoneInfo(zone)
+    local = after.astimezone(tz)
+    day = local.date()
+    if repeat in (Repeat.WEEKLY, Repeat.FORTNIGHTLY):
+        target = day + timedelta(weeks=1 if repeat is Repeat.WEEKLY else 2)
+    else:
+        year, month = (day.year, day.month + 1) if day.month < 12 else (day.year + 1, 1)
+        last = calendar.monthrange(year, month)[1]
+        if repeat is Repeat.MONTHLY_DAY:
+            target = date(year, month, min(anchor_day or day.day, last))
+        else:
+            first = (local.weekday() - date(year, month, 1).weekday()) % 7 + 1
+            week = (day.day - 1) // 7  # 0 = the first such weekday of the month
+            if repeat is Repeat.MONTHLY_LAST_WEEKDAY or first + 7 * week > last:
+                week = (last - first) // 7
+            target = date(year, month, first + 7 * week)
+    wall = datetime.combine(target, local.time().replace(tzinfo=None))
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+
+
+def plan_next_issue(session: Session, campaign: Campaign) -> Campaign | None:
+    """Make the next issue of a repeating campaign as a draft (once)."""
+    if campaign.repeat is None or campaign.send_at is None:
+        return None
+    existing = session.scalar(
+        select(Campaign).where(Campaign.previous_issue_id == campaign.id)
+    )
+    if existing is not None:
+        return existing
+    previous = campaign.previous_issue
+    zone = campaign.library.timezone
+    anchor = max(
+        campaign.send_at.astimezone(ZoneInfo(zone)).day,
+        previous.send_at.astimezone(ZoneInfo(zone)).day
+        if previous is not None and previous.send_at and previous.repeat
+        else 0,
+    )
+    issue = Campaign(
+        library_id=campaign.library_id,
+        club_id=campaign.club_id,
+        kind=campaign.kind,
+        subject=campaign.subject,
+        preheader=campaign.preheader,
+        template_key=campaign.template_key,
+        template_id=campaign.template_id,
+        blocks=copy.deepcopy(campaign.blocks),
+        custom_mjml=campaign.custom_mjml,
+        created_by_id=campaign.updated_by_id or campaign.created_by_id,
+        repeat=campaign.repeat,
+        previous_issue_id=campaign.id,
+        send_at=next_occurrence(campaign.repeat, campaign.send_at, zone, anchor),
+    )
+    session.add(issue)
+    return issue
+
+
 # ------------------------------------------------------------------ start
 
 
@@ -218,23 +301,43 @@ def start_due(session: Session, now: datetime | None = None) -> list[int]:
 
 
 def start(session: Session, campaign: Campaign, now: datetime | None = None) -> int:
-    """Fix the audience (one queued row per confirmed member) and start sending."""
+    """Fix the audience (one queued row per confirmed member) and start sending.
+
+    Also keeps the links that clicks will be counted on, and marks whose copy is
+    tracked (see tracking.mail).
+    """
     change_status(campaign, CampaignStatus.SENDING)
     campaign.started_at = now or utcnow()
+    plan_next_issue(session, campaign)
+    club = campaign.club
+    _store_tracked_links(session, campaign)
     members = select(
         literal(campaign.id, Integer).label("campaign_id"),
         Membership.subscriber_id,
         Membership.id,
+        tracking_mail.tracked_column(club),
     ).where(
         Membership.club_id == campaign.club_id,
         Membership.status == MembershipStatus.CONFIRMED,
     )
     result = session.execute(
         insert(SendLog).from_select(
-            ["campaign_id", "subscriber_id", "membership_id"], members
+            ["campaign_id", "subscriber_id", "membership_id", "tracked"], members
         )
     )
     return result.rowcount
+
+
+def _store_tracked_links(session: Session, campaign: Campaign) -> None:
+    from campaigns.rendering import RenderError
+
+    try:
+        newsletter, _warnings = compose.compile_draft(
+            session, campaign, compose.draft_of(campaign)
+        )
+    except RenderError:
+        return  # nothing can be sent; prepare() reports the error
+    tracking_mail.store_links(session, campaign.id, campaign.club, newsletter)
 
 
 # ------------------------------------------------------------------ progress
@@ -308,6 +411,7 @@ class Prepared:
     newsletter: CompiledNewsletter
     web_url: str
     links: MemberLinks
+    tracking: tracking_mail.MailTracking | None = None
 
 
 @dataclass
@@ -320,6 +424,7 @@ class Claimed:
     first_name: str
     last_name: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    tracked: bool = False
 
 
 def claim_batch(
@@ -356,6 +461,7 @@ def claim_batch(
             Subscriber.last_name,
             Subscriber.attributes,
             Membership.status,
+            SendLog.tracked,
         )
         .join(Subscriber, Subscriber.id == SendLog.subscriber_id, isouter=True)
         .join(Membership, Membership.id == SendLog.membership_id, isouter=True)
@@ -363,11 +469,13 @@ def claim_batch(
         .order_by(SendLog.id)
     ).all()
     claimed, gone = [], []
-    for send_id, sub_id, email, first, last, attrs, status in rows:
+    for send_id, sub_id, email, first, last, attrs, status, tracked in rows:
         if sub_id is None or status is not MembershipStatus.CONFIRMED:
             gone.append(send_id)  # unsubscribed, bounced or erased meanwhile
         else:
-            claimed.append(Claimed(send_id, sub_id, email, first, last, attrs or {}))
+            claimed.append(
+                Claimed(send_id, sub_id, email, first, last, attrs or {}, tracked)
+            )
     if gone:
         session.execute(
             update(SendLog)
@@ -567,6 +675,7 @@ def prepare(session: Session, campaign: Campaign) -> Prepared:
         message_id_domain=library.domain or domain,
         bounce_domain=current_app.config.get("BOUNCE_DOMAIN") or domain,
         verp_secret=current_app.config["SECRET_KEY"].encode(),
+        dkim=dkim.signer_for(library),
     )
     return Prepared(
         campaign_id=campaign.id,
@@ -576,12 +685,18 @@ def prepare(session: Session, campaign: Campaign) -> Prepared:
         newsletter=newsletter,
         web_url=compose.web_url(campaign),
         links=MemberLinks(club.id),
+        tracking=tracking_mail.mail_tracking(session, campaign.id, club),
     )
 
 
 def envelope_for(prepared: Prepared, row: Claimed) -> tuple[Envelope, str]:
     """The finished mail of one member, and its Message-ID."""
     unsubscribe = prepared.links.unsubscribe(row.subscriber_id)
+    link_urls, tracking_html = None, ""
+    if prepared.tracking is not None:
+        link_urls, tracking_html = prepared.tracking.for_member(
+            row.send_id, row.tracked
+        )
     html, text = prepared.newsletter.personalize(
         Recipient(
             first_name=row.first_name,
@@ -590,7 +705,9 @@ def envelope_for(prepared: Prepared, row: Claimed) -> tuple[Envelope, str]:
             preferences_url=prepared.links.preferences(row.subscriber_id),
             web_url=prepared.web_url,
             extra=row.attributes,
-        )
+        ),
+        link_urls=link_urls,
+        tracking_html=tracking_html,
     )
     name = f"{row.first_name} {row.last_name}".strip()
     built = build_message(

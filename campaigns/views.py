@@ -22,13 +22,21 @@ from accounts.models import Role
 from campaigns import compose, sending, services
 from campaigns.forms import (
     KIND_CHOICES,
+    REPEAT_CHOICES,
     EventForm,
     NewCampaignForm,
     ScheduleForm,
     TemplateForm,
     TestSendForm,
 )
-from campaigns.models import Campaign, CampaignStatus, Event, ScheduleMode, Template
+from campaigns.models import (
+    Campaign,
+    CampaignStatus,
+    Event,
+    Repeat,
+    ScheduleMode,
+    Template,
+)
 from klubpost.auth import acting_user, current_library, get_owned, role_required
 from klubpost.db import db
 from subscribers.models import Club
@@ -58,6 +66,12 @@ STATUS_LABELS = {
 def campaign_status_label(status: CampaignStatus) -> str:
     """A campaign status in the page's language."""
     return str(STATUS_LABELS[CampaignStatus(status)])
+
+
+@bp.app_template_global()
+def repeat_label(repeat: Repeat) -> str:
+    """How a campaign repeats, in the page's language."""
+    return str(next(c.label for c in REPEAT_CHOICES if c.value == repeat))
 
 
 # ----------------------------------------------------------------- events
@@ -604,7 +618,17 @@ def sending_state(campaign: Campaign) -> dict:
             local_time(state.expected_end, zone) if state.expected_end else None
         ),
         "zone": zone,
-        "form": ScheduleForm(),
+        "form": ScheduleForm(repeat=campaign.repeat.value if campaign.repeat else ""),
+        "proposed": (
+            local_time(campaign.send_at, zone, "%Y-%m-%dT%H:%M")
+            if campaign.status is CampaignStatus.DRAFT and campaign.send_at
+            else ""
+        ),
+        "next_issue": db.session.scalar(
+            select(Campaign).where(Campaign.previous_issue_id == campaign.id)
+        )
+        if campaign.repeat
+        else None,
     }
 
 
@@ -637,7 +661,11 @@ def schedule(campaign_id: int):
         at = services.parse_local(form.send_at.data, zone, "send_at")
         hours = form.offset_hours.data or 0
         due = sending.schedule(
-            campaign, mode, send_at=at, offset_minutes=round(hours * 60)
+            campaign,
+            mode,
+            send_at=at,
+            offset_minutes=round(hours * 60),
+            repeat=Repeat(form.repeat.data) if form.repeat.data else None,
         )
         if mode is ScheduleMode.NOW:
             return _("Sending starts within a few seconds.")

@@ -32,6 +32,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     cli.init_app(app)
     _register_blueprints(app)
+    from tracking import public as tracking_public
+
+    # Its fast WSGI layer sits inside ProxyFix, so it sees the client's address.
+    tracking_public.init_app(app)
     if app.config["TRUSTED_PROXIES"]:
         # Behind a reverse proxy: take the client address from X-Forwarded-For.
         from werkzeug.middleware.proxy_fix import ProxyFix

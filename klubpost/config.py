@@ -33,6 +33,11 @@ DEFAULTS: dict[str, Any] = {
     "SEND_LEASE_SECONDS": 300,
     "SEND_RATE_PER_SECOND": None,
     "SEND_RATE_PER_HOUR": None,
+    # Tracking (tracking/): raw hits are kept this long, then only the counts;
+    # the recorder writes its buffer this often and holds at most this many hits.
+    "TRACKING_RETENTION_DAYS": 396,
+    "TRACKING_FLUSH_SECONDS": 0.2,
+    "TRACKING_BUFFER_MAX": 100_000,
 }
 
 # Numeric settings that may come from the environment.
@@ -42,6 +47,7 @@ INT_ENV_KEYS = (
     "SEND_LEASE_SECONDS",
     "SEND_RATE_PER_SECOND",
     "SEND_RATE_PER_HOUR",
+    "TRACKING_RETENTION_DAYS",
 )
 
 # Environment variables read as they are (strings); booleans and lists parsed below.
@@ -60,6 +66,9 @@ def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[st
             config[key] = int(os.environ[key])
     if os.environ.get("SECRET_KEY_FALLBACKS"):
         config["SECRET_KEY_FALLBACKS"] = os.environ["SECRET_KEY_FALLBACKS"].split(",")
+    if os.environ.get("TRACKING_SECRET_KEYS"):
+        # Newest last: it signs, every listed key still verifies.
+        config["TRACKING_SECRET_KEYS"] = os.environ["TRACKING_SECRET_KEYS"].split(",")
     if os.environ.get("IMPORT_MAX_BYTES"):
         config["IMPORT_MAX_BYTES"] = int(os.environ["IMPORT_MAX_BYTES"])
     config.update(overrides or {})

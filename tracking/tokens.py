@@ -1,0 +1,88 @@
+"""Signed click and open tokens: opaque ids, never a URL or an address.
+
+A click token names a stored `TrackedLink` and the member's `send_log` row (0
+when the club counts anonymously); an open token names the campaign and the
+`send_log` row. Tokens never expire: archived newsletters are clicked for years.
+
+Keys rotate: `TRACKING_SECRET_KEYS` lists the keys, newest last. New tokens are
+signed with the newest; every listed key still verifies, so a key can be
+replaced without breaking the links in mails already sent. Without the setting
+the key is derived from `SECRET_KEY` (and its `SECRET_KEY_FALLBACKS`), so that a
+leaked tracking key never signs anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from klubpost.security import InvalidToken, _IdSerializer
+
+CLICK = "click"
+OPEN = "open"
+MAX_TOKEN = 120  # far longer than any token we make; refused unread
+
+
+def tracking_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The signing keys, oldest first (the newest signs)."""
+    keys = config.get("TRACKING_SECRET_KEYS")
+    if keys:
+        return tuple(keys)
+    secrets = (*(config.get("SECRET_KEY_FALLBACKS") or []), config["SECRET_KEY"])
+    return tuple(
+        hashlib.sha256(b"klubpost.tracking:" + key.encode()).hexdigest()
+        for key in secrets
+    )
+
+
+@lru_cache(maxsize=16)
+def _serializer(purpose: str, keys: tuple[str, ...]) -> URLSafeSerializer:
+    return _IdSerializer(list(keys), salt=f"klubpost.track.{purpose}")
+
+
+class TokenSigner:
+    """Signs and verifies the tracking tokens of one configuration."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        keys = tracking_keys(config)
+        self._click = _serializer(CLICK, keys)
+        self._open = _serializer(OPEN, keys)
+
+    def click(self, link_id: int, send_id: int | None) -> str:
+        """The token of one link for one member (send_id None: anonymous)."""
+        return self._click.dumps([link_id, send_id or 0])
+
+    def open(self, campaign_id: int, send_id: int | None) -> str:
+        """The open pixel's token for one member (send_id None: anonymous)."""
+        return self._open.dumps([campaign_id, send_id or 0])
+
+    def read_click(self, token: str) -> tuple[int, int | None]:
+        """(link id, send id or None) from a click token, or InvalidToken."""
+        link_id, send_id = _read(self._click, token)
+        return link_id, send_id or None
+
+    def read_open(self, token: str) -> tuple[int, int | None]:
+        """(campaign id, send id or None) from an open token, or InvalidToken."""
+        campaign_id, send_id = _read(self._open, token)
+        return campaign_id, send_id or None
+
+
+def _read(serializer: URLSafeSerializer, token: str) -> tuple[int, int]:
+    if len(token) > MAX_TOKEN:
+        raise InvalidToken("token too long")
+    try:
+        ids = serializer.loads(token)
+    except (BadSignature, UnicodeError, ValueError) as exc:
+        raise InvalidToken(str(exc)) from exc
+    if (
+        not isinstance(ids, list)
+        or len(ids) != 2
+        or not all(type(i) is int and 0 <= i < 2**63 for i in ids)
+        or ids[0] == 0
+    ):
+        raise InvalidToken("unexpected token content")
+    return ids[0], ids[1]
