@@ -74,7 +74,7 @@ from subscribers.services import (
 
 log = logging.getLogger("klubpost.imports")
 
-BATCH_ROWS = 5000
+BATCH_ROWS = 20000
 LEASE_SECONDS = 60
 
 # What happened to a row. Only IMPORTED rows change anything.
@@ -215,8 +215,7 @@ def _add_people(
             )
         joining.append((key, record))
     if new_people:
-        bulk_insert(session, Subscriber, SUBSCRIBER_COLUMNS, new_people)
-        known.update(_subscriber_ids(session, library_id, [p[2] for p in new_people]))
+        known.update(_insert_subscribers(session, library_id, new_people))
     return [(known[key], record) for key, record in joining]
 
 
@@ -244,15 +243,37 @@ def _known_people(
     )
 
 
-def _subscriber_ids(session: Session, library_id: int, keys: list[str]) -> list:
-    """(address key, id) of the library's subscribers with these keys."""
-    connection = session.connection()
-    return connection.execute(
-        select(Subscriber.email_key, Subscriber.id).where(
-            Subscriber.library_id == library_id,
-            one_of(session, Subscriber.email_key, keys),
+def _insert_subscribers(
+    session: Session, library_id: int, rows: list[tuple]
+) -> dict[str, int]:
+    """Insert new subscribers (rows of SUBSCRIBER_COLUMNS); their ids by key.
+
+    PostgreSQL hands out the ids first, so COPY can write them and no query
+    has to find the rows again; SQLite finds them by key in the same process.
+    """
+    keys = [row[2] for row in rows]
+    if session.get_bind().dialect.name != "postgresql":
+        bulk_insert(session, Subscriber, SUBSCRIBER_COLUMNS, rows)
+        return dict(
+            session.execute(
+                select(Subscriber.email_key, Subscriber.id).where(
+                    Subscriber.library_id == library_id,
+                    one_of(session, Subscriber.email_key, keys),
+                )
+            ).all()
         )
-    ).all()
+    ids = session.scalars(_NEW_SUBSCRIBER_IDS, {"n": len(rows)}).all()
+    with_ids = [(i, *row) for i, row in zip(ids, rows, strict=True)]
+    bulk_insert(session, Subscriber, ("id", *SUBSCRIBER_COLUMNS), with_ids)
+    return dict(zip(keys, ids, strict=True))
+
+
+# The sequence is looked up once, not for every id (that would cost more
+# than the nextval itself).
+_NEW_SUBSCRIBER_IDS = text(
+    "SELECT nextval(seq) FROM (SELECT pg_get_serial_sequence('subscriber', 'id')"
+    "::regclass AS seq) AS s, generate_series(1, :n)"
+)
 
 
 def _save_issues(session: Session, job_id: int | None, report: ImportReport) -> None:
@@ -384,38 +405,17 @@ def bulk_insert(
     names = ", ".join(columns)
     if connection.dialect.name == "postgresql":
         driver = connection.connection.driver_connection
+        # psycopg formats and escapes the rows in C, and sends them in chunks.
         with (
             driver.cursor() as cursor,
             cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
         ):
-            for start in range(0, len(rows), 1000):
-                chunk = rows[start : start + 1000]
-                copy.write("".join(_copy_line(row) for row in chunk))
+            for row in rows:
+                copy.write_row(row)
         return
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     marks = ", ".join([mark] * len(columns))
     connection.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
-
-
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
-_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _copy_line(row: tuple) -> str:
-    """One row in PostgreSQL's COPY text format."""
-    return "\t".join(map(_copy_value, row)) + "\n"
-
-
-def _copy_value(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if value is True or value is False:
-        return "t" if value else "f"
-    if type(value) is str:
-        if _COPY_SPECIAL.search(value):
-            return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], value)
-        return value
-    return str(value)
 
 
 def one_of(session: Session, column: Any, values: list) -> Any:
