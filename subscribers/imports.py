@@ -248,20 +248,17 @@ def _insert_subscribers(
 ) -> dict[str, int]:
     """Insert new subscribers (rows of SUBSCRIBER_COLUMNS); their ids by key.
 
-    PostgreSQL hands out the ids first, so COPY can write them and no query
-    has to find the rows again; SQLite finds them by key in the same process.
+    No query has to find the new rows again: PostgreSQL hands out the ids
+    before COPY writes them, and SQLite's are known from how it numbers rows.
     """
     keys = [row[2] for row in rows]
     if session.get_bind().dialect.name != "postgresql":
         bulk_insert(session, Subscriber, SUBSCRIBER_COLUMNS, rows)
-        return dict(
-            session.execute(
-                select(Subscriber.email_key, Subscriber.id).where(
-                    Subscriber.library_id == library_id,
-                    one_of(session, Subscriber.email_key, keys),
-                )
-            ).all()
-        )
+        # SQLite numbers a new row one above the largest id in the table, and
+        # nobody else can write until this transaction ends: the rows just
+        # inserted hold the last len(rows) ids, in order.
+        last = session.scalar(select(func.max(Subscriber.id)))
+        return dict(zip(keys, range(last - len(rows) + 1, last + 1), strict=True))
     ids = session.scalar(_NEW_SUBSCRIBER_IDS, {"n": len(rows)})
     with_ids = [(i, *row) for i, row in zip(ids, rows, strict=True)]
     bulk_insert(session, Subscriber, {"id": "int4", **SUBSCRIBER_COLUMNS}, with_ids)
