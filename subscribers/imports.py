@@ -76,6 +76,8 @@ log = logging.getLogger("klubpost.imports")
 
 BATCH_ROWS = 20000
 LEASE_SECONDS = 60
+# How often a batch is written again after losing a race for an address.
+BATCH_ATTEMPTS = 3
 
 # What happened to a row. Only IMPORTED rows change anything.
 IMPORTED = "imported"
@@ -704,39 +706,88 @@ def _run_batches(session: Session, job_id: int, owner: str, batch_rows: int) -> 
     writes the current one, so the database and Python work at the same time.
     """
     job = session.get(ImportJob, job_id)
-    club = job.club
-    consent_given = job.consent_given
-    done = job.processed_rows
-    counts = Counter(job.counts or {})
-    batches = _ValidatedBatches(job, club.language, batch_rows)
+    run = _JobRun(
+        job_id, owner, job.club, job.consent_given, job.processed_rows, job.counts
+    )
+    batches = _ValidatedBatches(job, run.club.language, batch_rows)
     try:
         for rows, valid, report in batches:
-            _sqlite_for_batches(session, True)
-            if not _renew_lease(session, job_id, owner):
-                session.rollback()
+            if not _write_batch(session, run, valid, report, rows):
                 log.warning("import %s: lease lost; another runner has it", job_id)
                 return False
-            report = apply_records(
-                session,
-                club,
-                valid,
-                report,
-                consent_given=consent_given,
-                source=f"import:{job_id}",
-                job_id=job_id,
-            )
-            counts.update(report.counts)
-            done += rows
-            session.execute(
-                update(ImportJob)
-                .where(ImportJob.id == job_id)
-                .values(processed_rows=done, counts=dict(counts))
-                .execution_options(synchronize_session=False)
-            )
-            session.commit()
     finally:
         batches.close()
     return True
+
+
+@dataclass
+class _JobRun:
+    """A runner's hold on a job, and the job's checkpoint: rows done, counts."""
+
+    job_id: int
+    owner: str
+    club: Club
+    consent_given: bool
+    rows: int
+    counts: dict[str, int] | None
+
+
+def _write_batch(
+    session: Session, run: _JobRun, valid: Validated, checked: ImportReport, rows: int
+) -> bool:
+    """Write one checked batch and the job's new checkpoint in one transaction.
+
+    False if another runner has taken the job over. On PostgreSQL a sign-up
+    can take an address (or a membership) after the batch looked people up;
+    the batch then fails on the unique key, and is written again from the
+    start, now finding that person, instead of failing the whole import.
+    """
+    attempt = 1
+    while True:
+        _sqlite_for_batches(session, True)
+        if not _renew_lease(session, run.job_id, run.owner):
+            session.rollback()
+            return False
+        try:
+            report = apply_records(
+                session,
+                run.club,
+                valid,
+                ImportReport(Counter(checked.counts), list(checked.issues)),
+                consent_given=run.consent_given,
+                source=f"import:{run.job_id}",
+                job_id=run.job_id,
+            )
+        except Exception as exc:
+            session.rollback()
+            if attempt == BATCH_ATTEMPTS or not _lost_a_race(exc):
+                raise
+            attempt += 1
+            log.info("import %s: a sign-up took an address; again", run.job_id)
+            continue
+        _save_progress(session, run, rows, report)
+        return True
+
+
+def _save_progress(
+    session: Session, run: _JobRun, rows: int, report: ImportReport
+) -> None:
+    """Move the job's checkpoint past a batch and commit the batch with it."""
+    counts = Counter(run.counts or {})
+    counts.update(report.counts)
+    session.execute(
+        update(ImportJob)
+        .where(ImportJob.id == run.job_id)
+        .values(processed_rows=run.rows + rows, counts=dict(counts))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    run.rows, run.counts = run.rows + rows, dict(counts)
+
+
+def _lost_a_race(exc: Exception) -> bool:
+    """Whether a write failed on a unique key that another transaction took."""
+    return getattr(getattr(exc, "orig", exc), "sqlstate", None) == "23505"
 
 
 class _ValidatedBatches:
