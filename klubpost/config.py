@@ -16,7 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
     "IMPORT_MAX_ROWS": 1_000_000,
     "IMPORT_MAX_BYTES": 20 * 1024 * 1024,
-    "IMPORT_BATCH_ROWS": 5000,
+    "IMPORT_BATCH_ROWS": 20000,
     # A runner that has not finished a batch for this long is taken for dead.
     "IMPORT_LEASE_SECONDS": 60,
     "PASSWORD_HASH_METHOD": "scrypt",
