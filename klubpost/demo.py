@@ -56,7 +56,10 @@ LIBRARIES = [
             "after_event": ("Tak for i aftes: slides og læseliste", "Materialer"),
             "regular": ("Nyt fra klubben i denne måned", "Det sker"),
         },
-        "sent": ("Oktobers læsetips og debatter", "Læs, lyt og kom med"),
+        "sent": [
+            ("Læsetips til de mørke aftener", "Læs, lyt og kom med", 31),
+            ("Nyt fra debatklubben", "Debatter og bøger", 3),
+        ],
         "intro": (
             "Kære medlem. Her er nyt fra biblioteket.\n\nVi glæder os til at se dig."
         ),
@@ -98,7 +101,10 @@ LIBRARIES = [
             ),
             "regular": ("Nieuws van de club deze maand", "Dit gebeurt er"),
         },
-        "sent": ("Leestips en debatten van oktober", "Lezen, luisteren, meedoen"),
+        "sent": [
+            ("Leestips voor de donkere avonden", "Lezen, luisteren, meedoen", 31),
+            ("Nieuws van de debatclub", "Debatten en boeken", 3),
+        ],
         "intro": "Beste lid. Hier is het nieuws van de bibliotheek.\n\nTot snel!",
     },
 ]
@@ -152,7 +158,8 @@ def load_demo(
         _load_library(session, spec, consortium, rng)
     session.commit()
     for spec in LIBRARIES:
-        _load_sent_issue(session, spec, rng)
+        for subject, heading, days_ago in spec["sent"]:
+            _load_sent_issue(session, spec, subject, heading, days_ago, rng)
     roll_up(session)
     return demo_logins(session)
 
@@ -317,8 +324,15 @@ SENT_LABELS = {
 }
 
 
-def _load_sent_issue(session: Session, spec: dict, rng: random.Random) -> None:
-    """A newsletter the debate club got three days ago, with opens and clicks.
+def _load_sent_issue(
+    session: Session,
+    spec: dict,
+    subject: str,
+    heading: str,
+    days_ago: int,
+    rng: random.Random,
+) -> None:
+    """A newsletter the debate club got `days_ago`, with opens and clicks.
 
     The hits are made up (people at their own pace, Apple's proxy opening every
     tracked mail, a security scanner following every link of a few mails) and
@@ -336,7 +350,6 @@ def _load_sent_issue(session: Session, spec: dict, rng: random.Random) -> None:
     club = session.scalar(
         select(Club).where(Club.library_id == library.id, Club.slug == "debat")
     )
-    subject, heading = spec["sent"]
     links = [
         {"label": label, "url": f"https://{library.domain}/{path}", "tag": tag}
         for label, (path, tag, _rate) in zip(
@@ -357,7 +370,8 @@ def _load_sent_issue(session: Session, spec: dict, rng: random.Random) -> None:
             ],
         },
     )
-    started = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+    started = utcnow().replace(minute=0, second=0, microsecond=0)
+    started -= timedelta(days=days_ago)
     sending.schedule(campaign, ScheduleMode.NOW, now=started)
     sending.start(session, campaign, started)
     rows = session.scalars(select(SendLog).where(SendLog.campaign_id == campaign.id))

@@ -65,7 +65,7 @@ def test_the_demo_has_a_sent_newsletter_with_figures_to_look_at(runner, db):
     sent = db.session.scalars(
         select(Campaign).where(Campaign.status == CampaignStatus.SENT)
     ).all()
-    assert len(sent) == 2  # the debate club of each library
+    assert len(sent) == 4  # two for the debate club of each library
     for campaign in sent:
         stats = db.session.get(CampaignStats, campaign.id)
         assert stats.delivered == stats.recipients > 0
