@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,19 @@ ENV_KEYS = (
     "BOUNCE_MAILBOX_URL",
     "BOUNCE_WEBHOOK_SECRET",
 )
+
+
+def environment_for(config: Mapping[str, Any]) -> dict[str, str]:
+    """The environment under which a child process builds the same configuration."""
+    env = dict(os.environ)
+    env["KLUBPOST_ENV"] = config["ENV"]
+    for key in (*ENV_KEYS, *INT_ENV_KEYS):
+        if config.get(key) is not None:
+            env[key] = str(config[key])
+    for key in ("SECRET_KEY_FALLBACKS", "TRACKING_SECRET_KEYS"):
+        if config.get(key):
+            env[key] = ",".join(config[key])
+    return env
 
 
 def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
