@@ -391,9 +391,11 @@ def progress(
     rate = None
     end = None
     if campaign.started_at and done:
-        elapsed = max((now - campaign.started_at).total_seconds(), 0.001)
+        # A finished send is measured up to its end, not up to now.
+        until = campaign.sent_at if not queued and campaign.sent_at else now
+        elapsed = max((until - campaign.started_at).total_seconds(), 0.001)
         rate = done / elapsed
-        end = now + timedelta(seconds=queued / rate) if queued else now
+        end = until + timedelta(seconds=queued / rate) if queued else until
     return Progress(
         total=sum(counts.values()),
         sent=counts.get(SendStatus.SENT, 0),
