@@ -137,6 +137,7 @@ def test_the_scheduler_sends_with_a_second_process_beside_its_own(
 ):
     import scheduler
     from klubpost import create_app
+    from klubpost.db import db as _db
 
     smtp_server.delay = 0.03  # long enough for the second process to join in
     campaign = _scheduled_campaign(db, club)
@@ -150,7 +151,11 @@ def test_the_scheduler_sends_with_a_second_process_beside_its_own(
         }
     )
 
-    scheduler.send_campaigns(app)
+    try:
+        scheduler.send_campaigns(app)
+    finally:
+        with app.app_context():
+            _db.engine.dispose()  # this second app's connections
 
     counts = _received(smtp_server)
     assert len(counts) == MEMBERS and set(counts.values()) == {1}
