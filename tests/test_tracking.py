@@ -314,3 +314,14 @@ def test_hits_of_a_campaign_deleted_meanwhile_are_dropped_not_retried(
     recorder = app.extensions["klubpost_tracking"].recorder
     assert recorder.flush() == 1 and recorder.pending() == 0
     assert [e.campaign_id for e in events(db)] == [other.id]
+
+
+def test_a_full_buffer_drops_new_hits_instead_of_growing(client, app, db, sent):
+    campaign, row, _links = sent
+    recorder = app.extensions["klubpost_tracking"].recorder
+    recorder.max_buffer = 2
+    for _ in range(3):
+        pixel = client.get(f"/o/{signer().open(campaign.id, row.id)}.gif")
+        assert pixel.status_code == 200
+    assert (recorder.pending(), recorder.dropped) == (2, 1)
+    assert flush() == 2

@@ -175,15 +175,7 @@ def _process(session: Session, events: list[_Event], watermark: int) -> set[int]
             first = firsts[event.kind]
             at = event.occurred_at
             first[event.send_id] = min(first.get(event.send_id, at), at)
-        bucket = counts[
-            (
-                event.campaign_id,
-                event.link_id or 0,
-                event.kind,
-                _hour(event.occurred_at),
-                event.reason,
-            )
-        ]
+        bucket = counts[_bucket(event)]
         bucket[0] += 1
         bucket[1] += unique
         if (event.human, event.reason, event.send_id) != before:
@@ -312,8 +304,10 @@ def _seen(session: Session, send_ids: list[int], watermark: int) -> set[tuple]:
     return seen
 
 
-def _hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
+def _bucket(event: _Event) -> tuple:
+    """The TrackCount row an event is counted in."""
+    hour = event.occurred_at.replace(minute=0, second=0, microsecond=0)
+    return (event.campaign_id, event.link_id or 0, event.kind, hour, event.reason)
 
 
 def _save_verdicts(session: Session, events: list[_Event]) -> None:
