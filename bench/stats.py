@@ -283,6 +283,13 @@ def aggregate(campaign_ids: list[int]) -> None:
         _campaign_stats(campaign_id)
         db.session.commit()
         log(f"aggregates of {campaign_id} in {time.perf_counter() - started:.1f} s")
+    if db.engine.dialect.name == "postgresql":
+        # What autovacuum does soon after bulk writes; without it, the planner
+        # guesses on tables it thinks are empty.
+        with db.engine.connect().execution_options(
+            isolation_level="AUTOCOMMIT"
+        ) as connection:
+            connection.execute(text("ANALYZE"))
 
 
 def _track_counts(campaign_id: int) -> None:
