@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 from sqlalchemy import text
 
+from klubpost.config import environment_for
 from klubpost.db import db
 from klubpost.mail import deliver_queued
 
@@ -24,29 +27,68 @@ TICK_SECONDS = 2
 
 
 def tick(app: Flask) -> None:
-    """One round: send queued single mails, run queued imports."""
+    """One round: send queued single mails, run queued imports, roll up tracking."""
     from subscribers.imports import run_pending_imports
     from subscribers.mails import queue_import_confirmations
+    from tracking.rollup import purge_events, roll_up
 
     with app.app_context():
         try:
             deliver_queued(db.session)
             run_pending_imports(db.session)
             queue_import_confirmations(db.session)
+            roll_up(db.session)
+            purge_events(db.session)
         finally:
             db.session.remove()
 
 
 def send_campaigns(app: Flask) -> None:
-    """Start the campaigns that are due, then send until nothing is due now."""
-    from campaigns.sending import Sender, start_due
+    """Start the campaigns that are due, then send until nothing is due now.
+
+    Building mails is CPU work and this process runs one thread at a time, so
+    with `SEND_PROCESSES` > 1 a `klubpost send` child (a fresh process, not a
+    fork of this threaded one) sends beside it. A configured rate limit is
+    kept by this process alone.
+    """
+    from campaigns.sending import Sender, sending_campaign_ids, start_due
 
     with app.app_context():
         try:
             start_due(db.session)
+            busy = bool(sending_campaign_ids(db.session))
         finally:
             db.session.remove()
-    Sender(app).run()
+    config = app.config
+    extra = config["SEND_PROCESSES"] - 1
+    limited = config.get("SEND_RATE_PER_SECOND") or config.get("SEND_RATE_PER_HOUR")
+    helper = None
+    if busy and extra > 0 and not limited:
+        command = [sys.executable, "-m", "klubpost.cli", "send"]
+        helper = subprocess.Popen(
+            [*command, "--processes", str(extra)], env=environment_for(config)
+        )
+    try:
+        Sender(app).run()
+    finally:
+        if helper is not None:
+            helper.wait()
+
+
+def read_bounces(app: Flask) -> None:
+    """Process the bounces and complaints waiting in BOUNCE_MAILBOX_URL."""
+    from campaigns.bounces import MailboxError, poll_mailbox
+
+    with app.app_context():
+        try:
+            tally = poll_mailbox(db.session)
+            if tally and tally.messages:
+                log.info("bounce mailbox: %s message(s) read", tally.messages)
+        except MailboxError as exc:
+            # The mailbox may be down for a while; the next round tries again.
+            log.warning("bounce mailbox: %s", exc)
+        finally:
+            db.session.remove()
 
 
 def run(app: Flask) -> None:
@@ -75,6 +117,16 @@ def _run(app: Flask) -> None:
         coalesce=True,
         id="tick",
     )
+    if app.config.get("BOUNCE_MAILBOX_URL"):
+        scheduler.add_job(
+            read_bounces,
+            "interval",
+            seconds=app.config["BOUNCE_POLL_SECONDS"],
+            args=[app],
+            max_instances=1,
+            coalesce=True,
+            id="bounces",
+        )
     log.info("scheduler running; ticking every %s s", TICK_SECONDS)
     scheduler.start()
 

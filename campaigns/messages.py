@@ -136,15 +136,23 @@ DKIM_HEADERS = (
     "mime-version",
     "content-type",
 )
-_WSP_RUN = re.compile(rb"[ \t]+")
+# Runs of two or more spaces/tabs, or a tab (a single space stays as it is).
+_WSP_RUN = re.compile(rb" [ \t]+|\t[ \t]*")
 _TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
-_TRAILING_EMPTY = re.compile(rb"(\r\n)+$")
 
 
 def _relaxed_body(body: bytes) -> bytes:
-    body = _TRAILING_WSP.sub(b"\r\n", _WSP_RUN.sub(b" ", body))
-    body = _TRAILING_EMPTY.sub(b"", body)
-    return body + CRLF if body else b""
+    # Quoted-printable bodies seldom need either rule: look before rewriting.
+    if b"  " in body or b"\t" in body:
+        body = _WSP_RUN.sub(b" ", body)
+    if b" \r\n" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    # Empty lines at the end go. (Not with a regex: `(\r\n)+$` is tried at
+    # every line end of the body, which made this 4 ms for a newsletter.)
+    end = len(body)
+    while body.endswith(CRLF, 0, end):
+        end -= 2
+    return body[:end] + CRLF if end else b""
 
 
 def _relaxed_header(name: str, value: str) -> bytes:

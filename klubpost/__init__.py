@@ -50,6 +50,7 @@ def _register_blueprints(app: Flask) -> None:
     from campaigns.api import bp as campaigns_api_bp
     from campaigns.public import bp as campaigns_public_bp
     from campaigns.views import bp as campaigns_bp
+    from campaigns.webhooks import bp as bounce_api_bp
     from klubpost.outbox import bp as outbox_bp
     from klubpost.schema import require_current_schema
     from subscribers.api import bp as subscribers_api_bp
@@ -73,6 +74,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(campaigns_api_bp)
     app.register_blueprint(stats_bp)
     app.register_blueprint(stats_api_bp)
+    app.register_blueprint(bounce_api_bp)
 
 
 def _start_clean() -> None:

@@ -293,8 +293,12 @@ def describe(
     body: str | None = None,
     query: dict[str, dict[str, Any]] | None = None,
     errors: tuple[int, ...] = (),
+    raw_body: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Attach an OpenAPI operation description to an API view."""
+    """Attach an OpenAPI operation description to an API view.
+
+    `raw_body` names a media type accepted besides the JSON `body` (as is).
+    """
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         view.openapi = {  # type: ignore[attr-defined]
@@ -305,6 +309,7 @@ def describe(
             "body": body,
             "query": query or {},
             "errors": errors,
+            "raw_body": raw_body,
         }
         return view
 
@@ -367,6 +372,9 @@ def _operation(endpoint: str, doc: dict[str, Any], path_args: list[str]) -> dict
                 }
             },
         }
+        if doc.get("raw_body"):
+            content = operation["requestBody"]["content"]
+            content[doc["raw_body"]] = {"schema": {"type": "string"}}
     if doc["role"] == "anyone":
         operation["security"] = []
         operation["description"] = "Needs no token."

@@ -9,6 +9,7 @@ an exact row count from which it resumes: no half-done state.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import queue
 import re
@@ -27,9 +28,9 @@ from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import (
+    String,
     and_,
     any_,
-    bindparam,
     func,
     insert,
     literal,
@@ -73,8 +74,10 @@ from subscribers.services import (
 
 log = logging.getLogger("klubpost.imports")
 
-BATCH_ROWS = 5000
+BATCH_ROWS = 20000
 LEASE_SECONDS = 60
+# How often a batch is written again after losing a race for an address.
+BATCH_ATTEMPTS = 3
 
 # What happened to a row. Only IMPORTED rows change anything.
 IMPORTED = "imported"
@@ -161,7 +164,7 @@ def import_records(
     )
 
 
-Validated = dict[str, tuple[str, "ImportRecord", str, dict[str, str]]]
+Validated = dict[str, tuple[str, "ImportRecord", str, str]]
 
 
 def apply_records(
@@ -175,86 +178,101 @@ def apply_records(
     job_id: int | None = None,
 ) -> ImportReport:
     """The database half of `import_records`, for rows `_validate` accepted."""
-    if not valid:
-        _save_issues(session, job_id, report)
-        return report
-    library_id = club.library_id
-    keys = list(valid)
-    existing = dict(
-        session.execute(
-            select(Subscriber.email_key, Subscriber.id).where(
-                Subscriber.library_id == library_id,
-                one_of(session, Subscriber.email_key, keys),
-            )
-        ).all()
-    )
-    statuses = (
-        dict(
-            session.execute(
-                select(Membership.subscriber_id, Membership.status).where(
-                    Membership.club_id == club.id,
-                    one_of(session, Membership.subscriber_id, list(existing.values())),
-                )
-            ).all()
-        )
-        if existing
-        else {}
-    )
-    suppressed = _suppressed(
-        session, library_id, [k for k in keys if k not in existing]
-    )
+    if valid:
+        joining = _add_people(session, club, valid, report)
+        if joining:
+            _insert_memberships(session, club, joining, consent_given, source, job_id)
+        report.counts[IMPORTED] += len(joining)
+    _save_issues(session, job_id, report)
+    return report
 
+
+def _add_people(
+    session: Session, club: Club, valid: Validated, report: ImportReport
+) -> list[tuple[int, ImportRecord]]:
+    """Report who cannot join, add the new people; (subscriber id, row) to join."""
+    library_id = club.library_id
+    known, statuses = _known_people(session, club, list(valid))
+    suppressed = _suppressed(session, library_id, [k for k in valid if k not in known])
+    db_now = _db_datetime(session, utcnow())
     new_people: list[tuple] = []
     joining: list[tuple[str, ImportRecord]] = []
-    now = utcnow()
-    db_now = _db_datetime(session, now)
     for key, (address, record, language, attributes) in valid.items():
         if key in suppressed:
             report.add_issue(record, SUPPRESSED)
             continue
-        subscriber_id = existing.get(key)
-        status = statuses.get(subscriber_id) if subscriber_id else None
-        if status in (MembershipStatus.CONFIRMED, MembershipStatus.UNCONFIRMED):
-            report.add_issue(record, ALREADY_MEMBER)
-            continue
+        status = statuses.get(key)
         if status is not None:
-            report.add_issue(record, LEFT_CLUB)
+            left = status not in (
+                MembershipStatus.CONFIRMED,
+                MembershipStatus.UNCONFIRMED,
+            )
+            report.add_issue(record, LEFT_CLUB if left else ALREADY_MEMBER)
             continue
-        if subscriber_id is None:
+        if key not in known:
+            first, last = record.first_name, record.last_name
             new_people.append(
-                (
-                    library_id,
-                    address,
-                    key,
-                    record.first_name,
-                    record.last_name,
-                    language,
-                    _json_object(attributes),
-                    db_now,
-                    db_now,
-                )
+                (library_id, address, key, first, last, language, attributes)
+                + (db_now, db_now)
             )
         joining.append((key, record))
-
     if new_people:
-        before = _max_id(session, Subscriber)
-        bulk_insert(session, Subscriber, SUBSCRIBER_COLUMNS, new_people)
-        # Ids are handed out in increasing order: ours are all above `before`
-        # (anything else found there belongs to other addresses, not used).
-        existing.update(
-            session.execute(
-                select(Subscriber.email_key, Subscriber.id).where(
-                    Subscriber.library_id == library_id, Subscriber.id > before
-                )
-            ).all()
+        known.update(_insert_subscribers(session, library_id, new_people))
+    return [(known[key], record) for key, record in joining]
+
+
+def _known_people(
+    session: Session, club: Club, keys: list[str]
+) -> tuple[dict[str, int], dict[str, MembershipStatus]]:
+    """Subscriber ids of these address keys, and their memberships of the club."""
+    rows = session.execute(
+        select(Subscriber.email_key, Subscriber.id, Membership.status)
+        .outerjoin(
+            Membership,
+            and_(
+                Membership.subscriber_id == Subscriber.id,
+                Membership.club_id == club.id,
+            ),
         )
-    if joining:
-        _insert_memberships(
-            session, club, joining, existing, consent_given, source, job_id, db_now
+        .where(
+            Subscriber.library_id == club.library_id,
+            one_of(session, Subscriber.email_key, keys),
         )
-    report.counts[IMPORTED] += len(joining)
-    _save_issues(session, job_id, report)
-    return report
+    ).all()
+    return (
+        {key: subscriber_id for key, subscriber_id, _status in rows},
+        {key: status for key, _id, status in rows if status is not None},
+    )
+
+
+def _insert_subscribers(
+    session: Session, library_id: int, rows: list[tuple]
+) -> dict[str, int]:
+    """Insert new subscribers (rows of SUBSCRIBER_COLUMNS); their ids by key.
+
+    No query has to find the new rows again: PostgreSQL hands out the ids
+    before COPY writes them, and SQLite's are known from how it numbers rows.
+    """
+    keys = [row[2] for row in rows]
+    if session.get_bind().dialect.name != "postgresql":
+        bulk_insert(session, Subscriber, SUBSCRIBER_COLUMNS, rows)
+        # SQLite numbers a new row one above the largest id in the table, and
+        # nobody else can write until this transaction ends: the rows just
+        # inserted hold the last len(rows) ids, in order.
+        last = session.scalar(select(func.max(Subscriber.id)))
+        return dict(zip(keys, range(last - len(rows) + 1, last + 1), strict=True))
+    ids = session.scalar(_NEW_SUBSCRIBER_IDS, {"n": len(rows)})
+    with_ids = [(i, *row) for i, row in zip(ids, rows, strict=True)]
+    bulk_insert(session, Subscriber, {"id": "int4", **SUBSCRIBER_COLUMNS}, with_ids)
+    return dict(zip(keys, ids, strict=True))
+
+
+# n new ids, as one array (cheaper to read than n rows). The sequence is
+# looked up once, not for every id (that would cost more than nextval itself).
+_NEW_SUBSCRIBER_IDS = text(
+    "SELECT array_agg(nextval(seq)) FROM (SELECT pg_get_serial_sequence("
+    "'subscriber', 'id')::regclass AS seq) AS s, generate_series(1, :n)"
+)
 
 
 def _save_issues(session: Session, job_id: int | None, report: ImportReport) -> None:
@@ -309,7 +327,7 @@ def _validate(
             report.add_issue(record, INVALID_ROW, exc.message)
             continue
         seen.add(key)
-        valid[key] = (address, record, language, attributes)
+        valid[key] = (address, record, language, _json_object(attributes))
     return valid
 
 
@@ -326,128 +344,100 @@ def _json_object(attributes: dict[str, str]) -> str:
 def _insert_memberships(
     session: Session,
     club: Club,
-    joining: list[tuple[str, ImportRecord]],
-    subscriber_ids: dict[str, int],
+    joining: list[tuple[int, ImportRecord]],
     consent_given: bool,
     source: str,
     job_id: int | None,
-    db_now: Any,
 ) -> None:
-    """Insert the new memberships of a batch."""
+    """Insert the new memberships of a batch, each with its consent record."""
     confirmed = consent_given or not club.double_opt_in
     status = (
         MembershipStatus.CONFIRMED if confirmed else MembershipStatus.UNCONFIRMED
     ).value
     consent_text_id = current_consent_text(club).id
+    db_now = _db_datetime(session, utcnow())
     confirmed_at = db_now if confirmed else None
     rows = [
-        (
-            subscriber_ids[key],
-            club.id,
-            status,
-            record.tracking_consent,
-            source,
-            consent_text_id,
-            db_now,
-            confirmed_at,
-            job_id,
-            db_now,
-        )
-        for key, record in joining
+        (subscriber_id, club.id, status, record.tracking_consent, source)
+        + (consent_text_id, db_now, confirmed_at, job_id, db_now)
+        for subscriber_id, record in joining
     ]
     bulk_insert(session, Membership, MEMBERSHIP_COLUMNS, rows)
 
 
-def _max_id(session: Session, model: type) -> int:
-    return session.scalar(select(func.max(model.id))) or 0
-
-
-SUBSCRIBER_COLUMNS = (
-    "library_id",
-    "email",
-    "email_key",
-    "first_name",
-    "last_name",
-    "language",
-    "attributes",
-    "created_at",
-    "updated_at",
-)
-MEMBERSHIP_COLUMNS = (
-    "subscriber_id",
-    "club_id",
-    "status",
-    "tracking_consent",
-    "consent_source",
-    "consent_text_id",
-    "submitted_at",
-    "confirmed_at",
-    "import_job_id",
-    "updated_at",
-)
+# The columns the bulk inserts write, with their types for PostgreSQL's binary
+# COPY (texts and JSON travel as text: the server parses JSON from it anyway).
+SUBSCRIBER_COLUMNS = {
+    "library_id": "int4",
+    "email": "text",
+    "email_key": "text",
+    "first_name": "text",
+    "last_name": "text",
+    "language": "text",
+    "attributes": "text",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+}
+MEMBERSHIP_COLUMNS = {
+    "subscriber_id": "int4",
+    "club_id": "int4",
+    "status": "text",
+    "tracking_consent": "bool",
+    "consent_source": "text",
+    "consent_text_id": "int4",
+    "submitted_at": "timestamptz",
+    "confirmed_at": "timestamptz",
+    "import_job_id": "int4",
+    "updated_at": "timestamptz",
+}
 
 
 def bulk_insert(
-    session: Session, model: type, columns: tuple[str, ...], rows: list[tuple]
+    session: Session, model: type, columns: dict[str, str], rows: list[tuple]
 ) -> None:
     """Insert many rows of plain database values at driver speed.
 
-    COPY on PostgreSQL, executemany on SQLite: the ORM's per-value type handling
-    would cost more than the database work itself. Values must already be in
-    the database's form (see `_db_datetime`, JSON as text).
+    Binary COPY on PostgreSQL (no text for the server to parse), executemany on
+    SQLite: the ORM's per-value type handling would cost more than the database
+    work itself. Values must already be in the database's form (see
+    `_db_datetime`, JSON as text).
     """
     connection = session.connection()
     table = model.__table__.name
     names = ", ".join(columns)
     if connection.dialect.name == "postgresql":
         driver = connection.connection.driver_connection
+        # psycopg formats the rows in C and sends them in chunks.
         with (
             driver.cursor() as cursor,
-            cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
+            cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
         ):
-            for start in range(0, len(rows), 1000):
-                chunk = rows[start : start + 1000]
-                copy.write("".join(_copy_line(row) for row in chunk))
+            copy.set_types(list(columns.values()))
+            for row in rows:
+                copy.write_row(row)
         return
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     marks = ", ".join([mark] * len(columns))
     connection.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
 
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
-_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _copy_line(row: tuple) -> str:
-    """One row in PostgreSQL's COPY text format."""
-    return "\t".join(map(_copy_value, row)) + "\n"
-
-
-def _copy_value(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if value is True or value is False:
-        return "t" if value else "f"
-    if type(value) is str:
-        if _COPY_SPECIAL.search(value):
-            return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], value)
-        return value
-    return str(value)
-
-
 def one_of(session: Session, column: Any, values: list) -> Any:
-    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter, not 5,000."""
+    """`column IN values` as one parameter, not 5,000 (which cost more to bind).
+
+    PostgreSQL takes an array (`= ANY`), SQLite a JSON list (`json_each`).
+    """
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(literal(values, ARRAY(column.type)))
-    return column.in_(bindparam(None, values, expanding=True, type_=column.type))
+    listed = func.json_each(literal(json.dumps(values), String)).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 def _db_datetime(session: Session, value: datetime) -> Any:
-    """An aware datetime as the database driver takes it (see UTCDateTime)."""
+    """An aware datetime as the bulk inserts take it (see UTCDateTime)."""
     if session.get_bind().dialect.name == "sqlite":
         # SQLAlchemy's SQLite DATETIME storage format, in UTC.
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value.astimezone(UTC).isoformat()
+    return value.astimezone(UTC)
 
 
 def _suppressed(session: Session, library_id: int, keys: list[str]) -> set[str]:
@@ -716,39 +706,88 @@ def _run_batches(session: Session, job_id: int, owner: str, batch_rows: int) -> 
     writes the current one, so the database and Python work at the same time.
     """
     job = session.get(ImportJob, job_id)
-    club = job.club
-    consent_given = job.consent_given
-    done = job.processed_rows
-    counts = Counter(job.counts or {})
-    batches = _ValidatedBatches(job, club.language, batch_rows)
+    run = _JobRun(
+        job_id, owner, job.club, job.consent_given, job.processed_rows, job.counts
+    )
+    batches = _ValidatedBatches(job, run.club.language, batch_rows)
     try:
         for rows, valid, report in batches:
-            _sqlite_for_batches(session, True)
-            if not _renew_lease(session, job_id, owner):
-                session.rollback()
+            if not _write_batch(session, run, valid, report, rows):
                 log.warning("import %s: lease lost; another runner has it", job_id)
                 return False
-            report = apply_records(
-                session,
-                club,
-                valid,
-                report,
-                consent_given=consent_given,
-                source=f"import:{job_id}",
-                job_id=job_id,
-            )
-            counts.update(report.counts)
-            done += rows
-            session.execute(
-                update(ImportJob)
-                .where(ImportJob.id == job_id)
-                .values(processed_rows=done, counts=dict(counts))
-                .execution_options(synchronize_session=False)
-            )
-            session.commit()
     finally:
         batches.close()
     return True
+
+
+@dataclass
+class _JobRun:
+    """A runner's hold on a job, and the job's checkpoint: rows done, counts."""
+
+    job_id: int
+    owner: str
+    club: Club
+    consent_given: bool
+    rows: int
+    counts: dict[str, int] | None
+
+
+def _write_batch(
+    session: Session, run: _JobRun, valid: Validated, checked: ImportReport, rows: int
+) -> bool:
+    """Write one checked batch and the job's new checkpoint in one transaction.
+
+    False if another runner has taken the job over. On PostgreSQL a sign-up
+    can take an address (or a membership) after the batch looked people up;
+    the batch then fails on the unique key, and is written again from the
+    start, now finding that person, instead of failing the whole import.
+    """
+    attempt = 1
+    while True:
+        _sqlite_for_batches(session, True)
+        if not _renew_lease(session, run.job_id, run.owner):
+            session.rollback()
+            return False
+        try:
+            report = apply_records(
+                session,
+                run.club,
+                valid,
+                ImportReport(Counter(checked.counts), list(checked.issues)),
+                consent_given=run.consent_given,
+                source=f"import:{run.job_id}",
+                job_id=run.job_id,
+            )
+        except Exception as exc:
+            session.rollback()
+            if attempt == BATCH_ATTEMPTS or not _lost_a_race(exc):
+                raise
+            attempt += 1
+            log.info("import %s: a sign-up took an address; again", run.job_id)
+            continue
+        _save_progress(session, run, rows, report)
+        return True
+
+
+def _save_progress(
+    session: Session, run: _JobRun, rows: int, report: ImportReport
+) -> None:
+    """Move the job's checkpoint past a batch and commit the batch with it."""
+    counts = Counter(run.counts or {})
+    counts.update(report.counts)
+    session.execute(
+        update(ImportJob)
+        .where(ImportJob.id == run.job_id)
+        .values(processed_rows=run.rows + rows, counts=dict(counts))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    run.rows, run.counts = run.rows + rows, dict(counts)
+
+
+def _lost_a_race(exc: Exception) -> bool:
+    """Whether a write failed on a unique key that another transaction took."""
+    return getattr(getattr(exc, "orig", exc), "sqlstate", None) == "23505"
 
 
 class _ValidatedBatches:

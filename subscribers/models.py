@@ -90,8 +90,13 @@ class Subscriber(db.Model):
         ForeignKey("library.id", ondelete="CASCADE")
     )
     email: Mapped[str] = mapped_column(String(320))
-    # Lower-cased address: uniqueness and look-ups ignore case.
-    email_key: Mapped[str] = mapped_column(String(320))
+    # Lower-cased address: uniqueness and look-ups ignore case. Compared byte
+    # for byte on PostgreSQL too (collation "C", as SQLite does): the key is
+    # only matched, never sorted for people, and its unique index is then
+    # about half as costly to search and to insert into (bulk imports).
+    email_key: Mapped[str] = mapped_column(
+        String(320).with_variant(String(320, collation="C"), "postgresql")
+    )
     first_name: Mapped[str] = mapped_column(String(200), default="")
     last_name: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str] = mapped_column(String(8), default="da")

@@ -1,4 +1,5 @@
-"""A runner killed halfway through an import: the next one finishes it, exactly."""
+"""A runner killed halfway through an import: the next one finishes it, exactly.
+A sign-up racing an import: the batch is written again, not lost."""
 
 import signal
 import subprocess
@@ -6,19 +7,25 @@ import sys
 import textwrap
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+import subscribers.imports as imports
 from accounts.models import Role
-from conftest import login, make_club, make_library, make_user
+from conftest import TEST_DATABASE_URL, login, make_club, make_library, make_user
 from klubpost.db import utcnow
 from subscribers.imports import create_job, queue_job, run_pending_imports
 from subscribers.models import (
+    Club,
     ImportIssue,
     ImportJob,
     ImportStatus,
     Membership,
+    MembershipStatus,
     Subscriber,
 )
+from subscribers.services import create_subscriber, join_club
 
 # Dies with SIGKILL inside the third batch, after that batch's rows were written
 # to the database but before its transaction commits.
@@ -130,3 +137,50 @@ def test_a_live_runner_keeps_its_job(app, db):
     assert claim_job(db.session) is None  # leased to the first runner
     db.session.expire_all()
     assert db.session.get(ImportJob, job.id).resumptions == 0
+
+
+@pytest.mark.skipif(
+    not TEST_DATABASE_URL,
+    reason="on SQLite a batch holds the only write lock: no sign-up gets between",
+)
+def test_a_sign_up_racing_an_import_makes_the_batch_run_again(app, db, monkeypatch):
+    library = make_library(db)
+    club = make_club(db, library)
+    content = b"email\na@example.dk\nrace@example.dk\nb@example.dk\n"
+    job = create_job(db.session, club, filename="m.csv", content=content)
+    queue_job(db.session, job, ["email"], consent_given=True)
+    db.session.commit()
+    club_id = club.id
+
+    real = imports._known_people
+    signed_up = []
+
+    def look_up_then_someone_signs_up(session, club, keys):
+        known = real(session, club, keys)
+        if not signed_up:  # after the batch looked, before it writes
+            with Session(db.engine) as other:
+                form_club = other.get(Club, club_id)
+                person = create_subscriber(other, form_club.library, "race@example.dk")
+                join_club(other, form_club, person, source="form")
+                other.commit()
+            signed_up.append(True)
+        return known
+
+    monkeypatch.setattr(imports, "_known_people", look_up_then_someone_signs_up)
+    assert run_pending_imports(db.session) == 1
+
+    db.session.expire_all()
+    assert job.status == ImportStatus.DONE, job.error
+    assert job.counts == {"imported": 2, "already_member": 1}
+    issues = db.session.execute(select(ImportIssue.row_number, ImportIssue.outcome))
+    assert [tuple(i) for i in issues] == [(3, "already_member")]
+    statuses = db.session.execute(
+        select(Subscriber.email, Membership.status)
+        .join(Membership)
+        .order_by(Subscriber.email)
+    ).all()
+    assert [tuple(s) for s in statuses] == [
+        ("a@example.dk", MembershipStatus.CONFIRMED),
+        ("b@example.dk", MembershipStatus.CONFIRMED),
+        ("race@example.dk", MembershipStatus.UNCONFIRMED),  # the sign-up's own
+    ]

@@ -61,6 +61,40 @@ def test_import_records_reports_every_row(db):
     assert gone_status == MembershipStatus.UNSUBSCRIBED
 
 
+def test_every_imported_membership_belongs_to_the_person_of_its_row(db):
+    library = make_library(db)
+    club = make_club(db, library)
+    other = make_library(db, "utrecht")
+    for n in range(3):  # ids of another library's people sit between ours
+        make_subscriber(db, other, f"p{n}@example.dk")
+        make_subscriber(db, library, f"known{n}@example.dk")
+    db.session.commit()
+    records = [
+        ImportRecord(n + 2, f"P{n}@example.dk", f"First {n}", f"Last {n}")
+        for n in range(6)
+    ] + [ImportRecord(9, "known1@example.dk", "Not used")]
+
+    report = import_records(db.session, club, records, consent_given=True, source="i")
+    db.session.commit()
+
+    assert report.counts == {"imported": 7}
+    members = db.session.execute(
+        select(Subscriber.email, Subscriber.first_name, Subscriber.last_name)
+        .join(Membership, Membership.subscriber_id == Subscriber.id)
+        .where(Membership.club_id == club.id, Subscriber.library_id == library.id)
+        .order_by(Subscriber.email)
+    ).all()
+    assert [tuple(m) for m in members] == [
+        ("P0@example.dk", "First 0", "Last 0"),
+        ("P1@example.dk", "First 1", "Last 1"),
+        ("P2@example.dk", "First 2", "Last 2"),
+        ("P3@example.dk", "First 3", "Last 3"),
+        ("P4@example.dk", "First 4", "Last 4"),
+        ("P5@example.dk", "First 5", "Last 5"),
+        ("known1@example.dk", "", ""),
+    ]
+
+
 def test_import_without_consent_leaves_members_unconfirmed(db):
     library = make_library(db)
     club = make_club(db, library)

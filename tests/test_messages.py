@@ -206,3 +206,17 @@ def test_qp_template_lines_stay_within_76_and_decode_exactly(length, filler):
         "<p>" + "x" * 70 + value + "</p>\r\n" + value
     )
     assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+
+
+def test_relaxed_body_canonicalization_matches_dkimpy():
+    import random
+
+    from dkim.canonicalization import Relaxed
+
+    from campaigns.messages import _relaxed_body
+
+    rng = random.Random(3)
+    pieces = [b"a", b"=3D", b" ", b"  ", b"\t", b" \t ", b"\r\n", b"\r\n\r\n", b"x"]
+    for _ in range(2000):
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30)))
+        assert _relaxed_body(body) == Relaxed.canonicalize_body(body), body

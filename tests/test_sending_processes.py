@@ -21,6 +21,7 @@ from conftest import make_club, make_library
 MEMBERS = 120
 BATCH = 10
 CONNECTIONS = 2
+PROCESSES = 2  # each `klubpost send` forks this many sender processes
 
 
 @pytest.fixture
@@ -38,6 +39,7 @@ def _env(app_config, smtp_server, **extra) -> dict:
         MAIL_URL=f"smtp://127.0.0.1:{smtp_server.port}",
         SEND_BATCH_SIZE=str(BATCH),
         SEND_CONNECTIONS=str(CONNECTIONS),
+        SEND_PROCESSES=str(PROCESSES),
     )
     env.update(extra)
     return env
@@ -78,8 +80,12 @@ def test_after_kill_9_and_a_restart_everyone_has_exactly_one_mail_but_in_flight(
         time.sleep(0.02)
     first.send_signal(signal.SIGKILL)
     first.communicate()
+    time.sleep(0.5)  # mails already handed over finish arriving
     at_kill = len(smtp_server.received)
     assert 0 < at_kill < MEMBERS, "the kill should come in the middle of the send"
+    time.sleep(1)
+    # Its sender processes died with it: nothing more arrives.
+    assert len(smtp_server.received) == at_kill
 
     smtp_server.delay = 0
     time.sleep(2.1)  # the dead sender's leases run out
@@ -91,8 +97,9 @@ def test_after_kill_9_and_a_restart_everyone_has_exactly_one_mail_but_in_flight(
     expected = {f"m{n}@example.dk" for n in range(MEMBERS)}
     assert set(counts) == expected  # nobody lost
     doubled = sum(c - 1 for c in counts.values())
-    # Only the batches in flight at the kill may arrive twice.
-    assert doubled <= BATCH * CONNECTIONS
+    # Only the batches in flight at the kill may arrive twice: one per SMTP
+    # connection of each of its processes.
+    assert doubled <= BATCH * CONNECTIONS * PROCESSES
     db.session.expire_all()
     assert campaign.status is CampaignStatus.SENT
     statuses = dict(
@@ -123,3 +130,31 @@ def test_three_senders_at_once_never_send_anyone_two_mails(
     # Each sender really took part.
     sessions = smtp_server.sessions
     assert sessions >= 3
+
+
+def test_the_scheduler_sends_with_a_second_process_beside_its_own(
+    app_config, smtp_server, db, club
+):
+    import scheduler
+    from klubpost import create_app
+
+    smtp_server.delay = 0.03  # long enough for the second process to join in
+    campaign = _scheduled_campaign(db, club)
+    app = create_app(
+        {
+            **app_config,
+            "MAIL_URL": f"smtp://127.0.0.1:{smtp_server.port}",
+            "SEND_PROCESSES": 2,
+            "SEND_CONNECTIONS": 1,
+            "SEND_BATCH_SIZE": BATCH,
+        }
+    )
+
+    scheduler.send_campaigns(app)
+
+    counts = _received(smtp_server)
+    assert len(counts) == MEMBERS and set(counts.values()) == {1}
+    # One connection each: the scheduler's own and its helper process's.
+    assert smtp_server.sessions == 2
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.SENT
