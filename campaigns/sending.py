@@ -303,7 +303,15 @@ def start_due(session: Session, now: datetime | None = None) -> list[int]:
         .with_for_update(skip_locked=True)
     )
     for campaign in session.scalars(query).all():
-        start(session, campaign, now)
+        try:
+            with session.begin_nested():  # one campaign's failure is its own
+                start(session, campaign, now)
+        except Exception:
+            log.exception(
+                "campaign %s could not start; it is a draft again", campaign.id
+            )
+            change_status(campaign, CampaignStatus.DRAFT)
+            continue
         started.append(campaign.id)
     session.commit()
     return started
@@ -693,7 +701,7 @@ def prepare(session: Session, campaign: Campaign) -> Prepared:
         newsletter=newsletter,
         web_url=compose.web_url(campaign),
         links=MemberLinks(club.id),
-        tracking=tracking_mail.mail_tracking(session, campaign.id, club),
+        tracking=tracking_mail.mail_tracking(session, campaign.id, club, newsletter),
     )
 
 

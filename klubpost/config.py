@@ -27,10 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "BABEL_DEFAULT_LOCALE": "en",
     "LANGUAGES": ("da", "nl", "en"),
     "PAGE_SIZE": 50,
-    # The sending engine (campaigns/sending.py): processes `klubpost send` runs
-    # (one per core by default), SMTP connections per process, rows per batch,
-    # optional rate limits per machine (messages per second / hour).
-    "SEND_PROCESSES": os.cpu_count() or 1,
+    # The sending engine (campaigns/sending.py): processes per machine (one per
+    # core, at most 4: more would mostly open more SMTP and database connections,
+    # which mail providers throttle), SMTP connections per process, rows per
+    # batch, optional rate limits per machine (messages per second / hour).
+    "SEND_PROCESSES": min(os.cpu_count() or 1, 4),
     "SEND_CONNECTIONS": 4,
     "SEND_BATCH_SIZE": 100,
     "SEND_LEASE_SECONDS": 300,
