@@ -150,7 +150,11 @@ def test_the_scheduler_sends_with_a_second_process_beside_its_own(
         }
     )
 
-    scheduler.send_campaigns(app)
+    try:
+        scheduler.send_campaigns(app)
+    finally:
+        with app.app_context():
+            db.engine.dispose()  # this second app's own pooled connections
 
     counts = _received(smtp_server)
     assert len(counts) == MEMBERS and set(counts.values()) == {1}
