@@ -555,3 +555,16 @@ def test_chart_text_is_escaped(staff_client, db, herning):
     html = staff_client.get(f"/clubs/{club.id}/trends").get_data(as_text=True)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;: open rate" in html
+
+
+def test_anonymous_club_interests_show_totals_only(staff_client, db, herning):
+    club = herning[1]
+    club.tracking_mode = TrackingMode.ANONYMOUS
+    campaign = sent_campaign(db, club, started=datetime.now(UTC) - timedelta(days=1))
+    links = add_links(db, campaign, (1, "Roman", "book"))
+    hour = campaign.started_at.replace(minute=0, second=0, microsecond=0)
+    count(db, campaign, hour, 5, links[1], uniques=5)
+    html = staff_client.get(f"/clubs/{club.id}/interests").get_data(as_text=True)
+    assert "does not track individual members" in html
+    assert "Unique clicks" not in html
+    assert "<td>5</td></tr>" in html
