@@ -24,15 +24,18 @@ TICK_SECONDS = 2
 
 
 def tick(app: Flask) -> None:
-    """One round: send queued single mails, run queued imports."""
+    """One round: send queued single mails, run queued imports, roll up tracking."""
     from subscribers.imports import run_pending_imports
     from subscribers.mails import queue_import_confirmations
+    from tracking.rollup import purge_events, roll_up
 
     with app.app_context():
         try:
             deliver_queued(db.session)
             run_pending_imports(db.session)
             queue_import_confirmations(db.session)
+            roll_up(db.session)
+            purge_events(db.session)
         finally:
             db.session.remove()
 
@@ -47,6 +50,22 @@ def send_campaigns(app: Flask) -> None:
         finally:
             db.session.remove()
     Sender(app).run()
+
+
+def read_bounces(app: Flask) -> None:
+    """Process the bounces and complaints waiting in BOUNCE_MAILBOX_URL."""
+    from campaigns.bounces import MailboxError, poll_mailbox
+
+    with app.app_context():
+        try:
+            tally = poll_mailbox(db.session)
+            if tally and tally.messages:
+                log.info("bounce mailbox: %s message(s) read", tally.messages)
+        except MailboxError as exc:
+            # The mailbox may be down for a while; the next round tries again.
+            log.warning("bounce mailbox: %s", exc)
+        finally:
+            db.session.remove()
 
 
 def run(app: Flask) -> None:
@@ -75,6 +94,16 @@ def _run(app: Flask) -> None:
         coalesce=True,
         id="tick",
     )
+    if app.config.get("BOUNCE_MAILBOX_URL"):
+        scheduler.add_job(
+            read_bounces,
+            "interval",
+            seconds=app.config["BOUNCE_POLL_SECONDS"],
+            args=[app],
+            max_instances=1,
+            coalesce=True,
+            id="bounces",
+        )
     log.info("scheduler running; ticking every %s s", TICK_SECONDS)
     scheduler.start()
 

@@ -26,15 +26,15 @@ The last line printed is one JSON object:
   100 messages in one write, then its replies), on four connections (threads),
   on a sample (`--raw-sample`, 50,000).
 - `ratio_to_raw`: `msgs_per_s / raw_msgs_per_s`.
-- `peak_rss_mb`: the sending process's peak resident memory (its ru_maxrss from
-  wait4), in MiB.
-- `dkim_msgs_per_s`: DKIM-signed sending. The engine has no per-library DKIM key
-  setting yet, so this measures the engine's own parts without the database:
-  personalise, `campaigns.messages.build_message` with
-  `MessageFrame(dkim=DkimSigner(DkimKey(...)))` (RSA 2048, rsa-sha256) and
-  `campaigns.smtp.SmtpConnection.send_many` on four threads, on a sample
-  (`--dkim-sample`, 5,000). Compare it with `unsigned_parts_msgs_per_s`, the
-  same path without signing, measured alongside.
+- `peak_rss_mb`: the engine's peak resident memory in MiB, sampled every 50 ms
+  over `klubpost send` and the sender processes it forks (`SEND_PROCESSES`, one
+  per core), with the pages the forks share counted once: the sum of their
+  proportional set sizes (PSS), i.e. the memory the machine really gives it.
+  Also printed: `rss_sum_mb` (each process's RSS added up, shared pages counted
+  in each: an upper bound) and `largest_process_rss_mb` (ru_maxrss).
+- `dkim_msgs_per_s`: the same engine run again after the library has set up its
+  DKIM key (`campaigns.dkim`, RSA 2048, rsa-sha256), to a second club with the
+  first `--dkim-members` (10,000) members: every mail signed.
 - `received`: the messages the sink counted in the engine phase.
 
 Extra keys: the database kind, the engine's rate inside its send window
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import random
@@ -70,19 +69,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-from flask import current_app  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import Integer, delete, func, insert, literal, select, text  # noqa: E402
 
 from accounts.models import Library  # noqa: E402
-from campaigns import sending  # noqa: E402
-from campaigns.messages import DkimKey, DkimSigner  # noqa: E402
+from campaigns import dkim, sending  # noqa: E402
 from campaigns.models import Campaign, SendLog, SendStatus  # noqa: E402
 from campaigns.rendering import Recipient  # noqa: E402
 from campaigns.services import create_campaign  # noqa: E402
-from campaigns.smtp import Envelope, SmtpConnection, dot_stuff  # noqa: E402
+from campaigns.smtp import Envelope, dot_stuff  # noqa: E402
 from klubpost import create_app  # noqa: E402
 from klubpost.db import db, utcnow  # noqa: E402
 from subscribers.models import Membership, Subscriber  # noqa: E402
@@ -213,7 +208,7 @@ def populate(members: int, tag: str) -> tuple[int, int]:
                 Subscriber.id,
                 literal(club.id, Integer),
                 literal("confirmed", at.status.type),
-                literal(False, at.tracking_consent.type),
+                literal(True, at.tracking_consent.type),
                 literal("bench", at.consent_source.type),
                 literal(now, at.submitted_at.type),
                 literal(now, at.confirmed_at.type),
@@ -221,18 +216,70 @@ def populate(members: int, tag: str) -> tuple[int, int]:
             ).where(Subscriber.library_id == library.id),
         )
     )
+    campaign = newsletter_campaign(club)
+    session.commit()
+    log(f"{members} members created in {time.perf_counter() - started:.1f} s")
+    return library.id, campaign.id
+
+
+def newsletter_campaign(club) -> Campaign:
+    """A draft of the sample newsletter (../shared/bench) for the club."""
     source = NEWSLETTER.read_text("utf-8")
     source = source.replace("{{ first_name }}", "{{ recipient.first_name }}")
     source = source.replace("{{ unsubscribe_url }}", "{{ recipient.unsubscribe_url }}")
-    campaign = create_campaign(
-        session,
+    return create_campaign(
+        db.session,
         club,
         None,
         {"kind": "regular", "subject": "Månedens debatter", "custom_mjml": source},
     )
+
+
+def dkim_campaign(library_id: int, members: int) -> int:
+    """The library signs with its own DKIM key (as set up on its settings page);
+    a second club holds its first `members` members and gets the newsletter."""
+    session = db.session
+    library = session.get(Library, library_id)
+    dkim.configure(library, "bench.example.dk", "kp2026", dkim.generate_pem())
+    club = create_club(
+        session,
+        library,
+        name="Signeret",
+        slug="signeret",
+        language="da",
+        from_name="Her er debat",
+        from_email="debat@bench.example.dk",
+        reply_to=None,
+        double_opt_in=True,
+    )
+    first = (
+        select(Subscriber.id)
+        .where(Subscriber.library_id == library_id)
+        .order_by(Subscriber.id)
+        .limit(members)
+        .subquery()
+    )
+    now = utcnow()
+    at = Membership.__table__.c
+    session.execute(
+        insert(Membership).from_select(
+            ["subscriber_id", "club_id", "status", "tracking_consent"]
+            + ["consent_source", "submitted_at", "confirmed_at", "updated_at"],
+            select(
+                first.c.id,
+                literal(club.id, Integer),
+                literal("confirmed", at.status.type),
+                literal(True, at.tracking_consent.type),
+                literal("bench", at.consent_source.type),
+                literal(now, at.submitted_at.type),
+                literal(now, at.confirmed_at.type),
+                literal(now, at.updated_at.type),
+            ),
+        )
+    )
+    campaign = newsletter_campaign(club)
     session.commit()
-    log(f"{members} members created in {time.perf_counter() - started:.1f} s")
-    return library.id, campaign.id
+    return campaign.id
 
 
 def sample_rows(campaign: Campaign, count: int) -> list[sending.Claimed]:
@@ -268,7 +315,60 @@ def sample_rows(campaign: Campaign, count: int) -> list[sending.Claimed]:
 # ------------------------------------------------------------------ phases
 
 
-def engine_phase(url: str, campaign_id: int, members: int, profile: str | None) -> dict:
+class TreeMemory:
+    """Samples the resident memory of a process and all its descendants.
+
+    `klubpost send` forks sender processes, so one process's ru_maxrss is not
+    the engine's memory. RSS summed over the tree counts pages the forks share
+    once per process (an upper bound); PSS shares them out (the fair figure).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.peak_rss = self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,))
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        pids, index = [self.pid], 0
+        while index < len(pids):
+            with contextlib.suppress(OSError):
+                for task in os.listdir(f"/proc/{pids[index]}/task"):
+                    path = f"/proc/{pids[index]}/task/{task}/children"
+                    with open(path) as children:
+                        pids += [int(child) for child in children.read().split()]
+            index += 1
+        return pids
+
+    @staticmethod
+    def _kib(path: str, field: str) -> int:
+        with contextlib.suppress(OSError), open(path) as status:
+            for line in status:
+                if line.startswith(field):
+                    return int(line.split()[1])
+        return 0
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            pids = self._tree()
+            rss = sum(self._kib(f"/proc/{p}/status", "VmRSS:") for p in pids)
+            pss = sum(self._kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
+            self.peak_rss, self.peak_pss = (
+                max(self.peak_rss, rss),
+                max(self.peak_pss, pss),
+            )
+
+    def stop(self) -> tuple[float, float]:
+        """Peak summed RSS and PSS, in MiB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_rss / 1024, self.peak_pss / 1024
+
+
+def engine_phase(
+    url: str, campaign_id: int, members: int, profile: str | None = None
+) -> dict:
     """`klubpost send ID` in a subprocess to a fresh sink: rate, RSS, received."""
     sink = Sink()
     env = dict(
@@ -293,7 +393,9 @@ def engine_phase(url: str, campaign_id: int, members: int, profile: str | None) 
         process = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT
         )
+        memory = TreeMemory(process.pid)
         _pid, status, usage = os.wait4(process.pid, 0)
+        tree_rss, tree_pss = memory.stop()
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         received = sink.stop()
@@ -318,8 +420,8 @@ def engine_phase(url: str, campaign_id: int, members: int, profile: str | None) 
     window = (last_sent - campaign.started_at).total_seconds() if last_sent else 0
     if counts.get(SendStatus.QUEUED):
         raise RuntimeError(f"rows left queued: {counts}")
-    # ru_maxrss is KiB on Linux; py-spy's own memory is not the sender's.
-    peak = usage.ru_maxrss / 1024 if not profile else None
+    # py-spy's own memory is not the sender's.
+    peak = tree_pss if not profile else None
     log(
         f"engine: {members} in {seconds:.1f} s, statuses {dict(counts)}, "
         f"sink received {received}, campaign {campaign.status.value}"
@@ -332,6 +434,10 @@ def engine_phase(url: str, campaign_id: int, members: int, profile: str | None) 
         "engine_window_msgs_per_s": round(members / window) if window else None,
         "sent": counts.get(SendStatus.SENT, 0),
         "peak_rss_mb": None if peak is None else round(peak, 1),
+        "rss_sum_mb": None if peak is None else round(tree_rss, 1),
+        # ru_maxrss (KiB): the largest single process of the tree.
+        "largest_process_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "processes": int(env.get("SEND_PROCESSES") or os.cpu_count() or 1),
         "received": received,
     }
 
@@ -441,79 +547,6 @@ def raw_phase(
     return {"raw_msgs_per_s": round(total / seconds), "raw_received": received}
 
 
-def parts_phase(
-    campaign: Campaign,
-    prepared: sending.Prepared,
-    count: int,
-    dkim: bool,
-    connections: int = 4,
-) -> dict:
-    """Personalise, build (and DKIM-sign), send with SmtpConnection; no database."""
-    frame = prepared.frame
-    if dkim:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        signer = DkimSigner(DkimKey("bench.example.dk", "kp2026", pem))
-        frame = type(frame)(
-            **{
-                name: getattr(frame, name)
-                for name in frame.__dataclass_fields__
-                if name != "_fixed"
-            }
-            | {"dkim": signer}
-        )
-    rows = sample_rows(campaign, count)
-    sink = Sink()
-    errors: list[Exception] = []
-    sent = [0] * connections
-
-    app = current_app._get_current_object()
-
-    def work(index: int) -> None:
-        mine = rows[index::connections]
-        smtp = SmtpConnection("127.0.0.1", sink.port)
-        try:
-            with app.app_context():
-                send_all(index, mine, smtp)
-        except Exception as exc:  # reported by the main thread
-            errors.append(exc)
-        finally:
-            smtp.close()
-
-    def send_all(index: int, mine: list, smtp: SmtpConnection) -> None:
-        if True:
-            for first in range(0, len(mine), RAW_BATCH):
-                batch = mine[first : first + RAW_BATCH]
-                envelopes = [
-                    build(prepared, row, frame)
-                    for row in batch  # as the engine
-                ]
-                sent[index] += sum(r.accepted for r in smtp.send_many(envelopes))
-
-    def build(prepared, row, frame) -> Envelope:
-        # The engine's own per-member path, with this run's (signing) frame.
-        return sending.envelope_for(dataclasses.replace(prepared, frame=frame), row)[0]
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(connections)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    received = sink.stop()
-    if errors:
-        raise errors[0]
-    label = "dkim" if dkim else "unsigned parts"
-    log(f"{label}: {sum(sent)} in {seconds:.1f} s, sink received {received}")
-    key = "dkim_msgs_per_s" if dkim else "unsigned_parts_msgs_per_s"
-    return {key: round(sum(sent) / seconds)}
-
-
 # ------------------------------------------------------------------ main
 
 
@@ -530,7 +563,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--naive-sample", type=int, default=5_000)
     parser.add_argument("--raw-sample", type=int, default=50_000)
-    parser.add_argument("--dkim-sample", type=int, default=5_000)
+    parser.add_argument("--dkim-members", type=int, default=10_000)
     parser.add_argument("--profile-engine", metavar="FILE")
     parser.add_argument(
         "--skip-baselines", action="store_true", help="only the engine phase"
@@ -552,12 +585,15 @@ def main() -> None:
             if not args.skip_baselines:
                 result.update(naive_phase(campaign, prepared, args.naive_sample))
                 result.update(raw_phase(campaign, prepared, args.raw_sample))
-                result.update(parts_phase(campaign, prepared, args.dkim_sample, True))
-                result.update(parts_phase(campaign, prepared, args.dkim_sample, False))
             db.session.commit()
             result.update(
                 engine_phase(url, campaign_id, args.members, args.profile_engine)
             )
+            if not args.skip_baselines:
+                members = min(args.dkim_members, args.members)
+                signed = engine_phase(url, dkim_campaign(library_id, members), members)
+                result["dkim_msgs_per_s"] = signed["msgs_per_s"]
+                result["dkim_members"] = members
             result["database"] = db.engine.dialect.name
             print_result(result, size)
         finally:

@@ -267,7 +267,8 @@ class SendLog(db.Model):
     )
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(String(500))
-    message_id: Mapped[str | None] = mapped_column(String(255))
+    # Indexed: a complaint report names the copy only by its Message-ID.
+    message_id: Mapped[str | None] = mapped_column(String(255), index=True)
     # A sender's lease on the row; an expired lease means the sender died.
     claimed_until: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
@@ -277,3 +278,70 @@ class SendLog(db.Model):
     tracked: Mapped[bool] = mapped_column(default=False)
     opened_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
+
+
+class BounceKind(enum.StrEnum):
+    """What a bounce or complaint says about one copy (see campaigns/bounces.py)."""
+
+    HARD = "hard"  # the address is gone: the member is bounced at once
+    SOFT = "soft"  # a temporary failure: bounced after BOUNCE_SOFT_LIMIT of them
+    POLICY = "policy"  # refused for the sender's reasons: staff are told
+    COMPLAINT = "complaint"  # marked as spam: the member is unsubscribed
+
+
+class BounceReport(db.Model):
+    """A processed bounce or complaint report, so the same one never acts twice."""
+
+    __tablename__ = "bounce_report"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # SHA-256 of the report's Message-ID (or of its bytes when it has none).
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BounceEvent(db.Model):
+    """One failed or complaining address of a report, and what was done about it."""
+
+    __tablename__ = "bounce_event"
+    __table_args__ = (
+        Index("ix_bounce_event_membership", "membership_id", "kind", "created_at"),
+        Index("ix_bounce_event_campaign", "campaign_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_id: Mapped[int] = mapped_column(
+        ForeignKey("bounce_report.id", ondelete="CASCADE"), index=True
+    )
+    # Null when no copy of ours could be found for it (nobody is touched then).
+    library_id: Mapped[int | None] = mapped_column(
+        ForeignKey("library.id", ondelete="CASCADE"), index=True
+    )
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaign.id", ondelete="CASCADE")
+    )
+    send_log_id: Mapped[int | None] = mapped_column(
+        ForeignKey("send_log.id", ondelete="SET NULL"), index=True
+    )
+    # Erasing the person erases their bounces too (the diagnostic names them).
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="CASCADE"), index=True
+    )
+    membership_id: Mapped[int | None] = mapped_column(
+        ForeignKey("membership.id", ondelete="SET NULL")
+    )
+    kind: Mapped[BounceKind] = mapped_column(str_enum(BounceKind, "bounce_kind"))
+    email: Mapped[str] = mapped_column(String(320), default="")
+    status: Mapped[str] = mapped_column(String(16), default="")
+    diagnostic: Mapped[str] = mapped_column(String(500), default="")
+    # What it did: bounced, unsubscribed, counted, reported, unmatched...
+    action: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def reason(self) -> str:
+        """The status code and the server's words, as staff read them."""
+        if self.status and self.status not in self.diagnostic:
+            return f"{self.status} {self.diagnostic}".strip()
+        return self.diagnostic or self.status

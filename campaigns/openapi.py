@@ -225,3 +225,65 @@ SCHEMAS["Sending"] = {
         },
     },
 }
+SCHEMAS["BounceInput"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type"],
+    "description": "One bounce or complaint as an HTTP mail provider reports it. "
+    "Name the mail by `message_id` (ours), or the member by `email` (found only "
+    "in the token's libraries).",
+    "properties": {
+        "type": {"enum": ["bounce", "complaint"]},
+        "email": {"type": "string", "maxLength": 320, "format": "email"},
+        "status": {
+            "type": "string",
+            "maxLength": 16,
+            "description": "For a bounce: the enhanced status code, e.g. 5.1.1; "
+            "4.x.x is temporary, 5.7.x a policy refusal.",
+        },
+        "diagnostic": {"type": "string", "maxLength": 1000},
+        "message_id": {"type": "string", "maxLength": 255},
+    },
+}
+SCHEMAS["BounceResult"] = {
+    "type": "object",
+    "properties": {
+        "report_id": {"type": ["integer", "null"]},
+        "duplicate": {
+            "type": "boolean",
+            "description": "The same report came before; nothing was changed.",
+        },
+        "ignored": {
+            "type": ["string", "null"],
+            "description": "Why nothing was done: `auto-reply`.",
+        },
+        "findings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "kind": {"enum": ["hard", "soft", "policy", "complaint"]},
+                    "email": {"type": "string"},
+                    "status": {"type": "string"},
+                    "diagnostic": {"type": "string"},
+                    "action": {
+                        "enum": [
+                            "bounced",
+                            "unsubscribed",
+                            "counted",
+                            "reported",
+                            "recorded",
+                            "unmatched",
+                        ],
+                        "description": "What was done: the member bounced or "
+                        "unsubscribed, a temporary failure counted, a policy "
+                        "refusal reported to staff, only recorded (the member "
+                        "was not confirmed), or no mail of ours found.",
+                    },
+                    "send_id": {"type": ["integer", "null"]},
+                    "campaign_id": {"type": ["integer", "null"]},
+                },
+            },
+        },
+    },
+}

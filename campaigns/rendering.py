@@ -29,6 +29,7 @@ from jinja2 import DictLoader, StrictUndefined, TemplateError, TemplateSyntaxErr
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from campaigns.messages import QpTemplate
 from campaigns.render_blocks import BlockError, check_blocks, check_url, paragraphs
 from campaigns.render_blocks import when_text as _when_text
 from campaigns.render_text import html_to_text
@@ -315,6 +316,7 @@ class CompiledNewsletter:
     language: str
     _html: _Pieces
     _text: _Pieces
+    _qp: tuple[QpTemplate, QpTemplate] | None = None
 
     def __post_init__(self) -> None:
         self._link_text = {f"link{i}": link.url for i, link in enumerate(self.links)}
@@ -336,6 +338,32 @@ class CompiledNewsletter:
         e.g. with this recipient's tracked redirects; others keep their URL.
         `tracking_html` (the open pixel, the honeypot link) goes in as it is at
         the end of the HTML body; the text part has no place for it."""
+        escaped, values = self._values(recipient, link_urls, tracking_html)
+        return self._html.fill(escaped), self._text.fill(values)
+
+    def encoded(
+        self,
+        recipient: Recipient,
+        link_urls: dict[int, str] | None = None,
+        tracking_html: str = "",
+    ) -> tuple[bytes, bytes]:
+        """`personalize`, as quoted-printable mail bodies (HTML, text).
+
+        The fixed pieces were encoded once (`QpTemplate`); only this
+        recipient's values are encoded here, which is what makes sending fast.
+        """
+        if self._qp is None:
+            self._qp = (
+                QpTemplate(self._html.parts[0::2], self._html.parts[1::2]),
+                QpTemplate(self._text.parts[0::2], self._text.parts[1::2]),
+            )
+        escaped, values = self._values(recipient, link_urls, tracking_html)
+        return self._qp[0].render(escaped), self._qp[1].render(values)
+
+    def _values(
+        self, recipient: Recipient, link_urls: dict[int, str] | None, tracking_html: str
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """This recipient's values for the HTML (escaped) and for the text."""
         values = {
             "first_name": (recipient.first_name or "").strip()
             or FIRST_NAME_FALLBACK[self.language],
@@ -358,7 +386,7 @@ class CompiledNewsletter:
                 if key in values:
                     values[key], escaped[key] = url, escape(url)
         escaped[TRACKING_SLOT] = tracking_html
-        return self._html.fill(escaped), self._text.fill(values)
+        return escaped, values
 
 
 def sample_recipient(language: str) -> Recipient:
@@ -396,6 +424,7 @@ def compile_newsletter(
     context = _context(content, blocks, brand, club, placeholders)
     mjml_source = _render_template(source, context)
     html = _mjml_to_html(mjml_source, source)
+    html, links = _slot_template_links(html, links, placeholders)
     html_pieces = _Pieces(_with_tracking_slot(html, placeholders), placeholders)
     _check_personal_fields(html, html_pieces, placeholders)
     text_pieces = _Pieces(html_to_text(html), placeholders)
@@ -411,6 +440,78 @@ def compile_newsletter(
 
 
 BODY_END = re.compile(r"</body\s*>", re.I)
+ANCHOR = re.compile(r"<a\b([^>]*)>(.*?)</a\s*>", re.I | re.S)
+HREF = re.compile(r"""(\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.I)
+DATA_ATTRIBUTE = re.compile(
+    r"""\bdata-(notrack|tag)(?:\s*=\s*(["'])([^"']*)\2)?""", re.I
+)
+TAG_NAME = re.compile(r"[a-z0-9_-]{1,40}")
+INNER_TAGS = re.compile(r"<[^>]+>")
+ALT = re.compile(r"""\balt\s*=\s*(["'])([^"']*)\1""", re.I)
+
+
+def _slot_template_links(
+    html: str, links: list[LinkInfo], placeholders: _Placeholders
+) -> tuple[str, list[LinkInfo]]:
+    """Give the template's own links (a logo, a button, a link in a text) markers
+    like the blocks' links, and number all links in the order they appear.
+
+    An `<a>` with `data-notrack` is never tracked; `data-tag="book"` tags it.
+    """
+    links = list(links)
+
+    def slot(match: re.Match) -> str:
+        attributes, inner = match.group(1), match.group(2)
+        href = HREF.search(attributes)
+        if href is None:
+            return match.group(0)
+        flags = {
+            m.group(1).lower(): m.group(3) for m in DATA_ATTRIBUTE.finditer(attributes)
+        }
+        tag = (flags.get("tag") or "").strip().lower()
+        text = " ".join(html_lib.unescape(INNER_TAGS.sub(" ", inner)).split())
+        if not text and (alt := ALT.search(inner)):
+            text = html_lib.unescape(alt.group(2)).strip()
+        url = html_lib.unescape(href.group(3))
+        if placeholders.leftover.search(url):
+            return match.group(0)  # personal (e.g. ?email=…): never tracked
+        links.append(
+            LinkInfo(
+                text[:300] or url,
+                url,
+                tag if TAG_NAME.fullmatch(tag) else None,
+                "notrack" not in flags,
+            )
+        )
+        marker = placeholders.token(f"link{len(links) - 1}")
+        quote = href.group(2)
+        attributes = (
+            attributes[: href.start()]
+            + f"{href.group(1)}{quote}{marker}{quote}"
+            + attributes[href.end() :]
+        )
+        return f"<a{attributes}>{inner}</a>"
+
+    html = ANCHOR.sub(slot, html)
+    return _in_document_order(html, links, placeholders)
+
+
+def _in_document_order(
+    html: str, links: list[LinkInfo], placeholders: _Placeholders
+) -> tuple[str, list[LinkInfo]]:
+    """Renumber the link markers so that link 0 is the first one in the mail."""
+    link_marker = re.compile(f"kp{placeholders.nonce}-link([0-9]+)-")
+    order: list[int] = []
+    for match in link_marker.finditer(html):
+        index = int(match.group(1))
+        if index not in order:
+            order.append(index)
+    order += [index for index in range(len(links)) if index not in order]
+    new_index = {old: new for new, old in enumerate(order)}
+    html = link_marker.sub(
+        lambda m: placeholders.token(f"link{new_index[int(m.group(1))]}"), html
+    )
+    return html, [links[old] for old in order]
 
 
 def _with_tracking_slot(html: str, placeholders: _Placeholders) -> str:

@@ -25,8 +25,10 @@
 in the same transaction as the rest of its batch. If a sender is killed (even
 with SIGKILL), the rows it had claimed keep their lease until it expires and are
 then sent again. So after a crash every member has received exactly one mail,
-except the messages in flight at the kill: at most one batch per SMTP connection
-of the killed sender (`SEND_BATCH_SIZE`, 100 by default) can be delivered twice.
+except the messages in flight at the kill: at most one batch
+(`SEND_BATCH_SIZE`, 100 by default) per SMTP connection (`SEND_CONNECTIONS`) of
+each killed sender process can be delivered twice. (`klubpost send` forks
+`SEND_PROCESSES` sender processes, which die with it.)
 Nothing is ever lost.
 """
 
@@ -34,7 +36,12 @@ from __future__ import annotations
 
 import calendar
 import copy
+import ctypes
+import ctypes.util
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -49,9 +56,11 @@ from sqlalchemy import Integer, bindparam, func, insert, literal, or_, select, u
 from sqlalchemy.orm import Session
 
 from campaigns import compose, dkim
+from campaigns.bounces import classify
 from campaigns.messages import MessageFrame, build_message
 from campaigns.models import (
     CAMPAIGN_TRANSITIONS,
+    BounceKind,
     Campaign,
     CampaignKind,
     CampaignStatus,
@@ -488,10 +497,7 @@ def claim_batch(
 
 def _is_bad_address(result: Result) -> bool:
     """A permanent refusal that blames the address (5.1.x, 5.2.1), not policy."""
-    text = result.text.lstrip()
-    if text.startswith("5.7") or result.code in (521, 554) and "5.7" in text[:8]:
-        return False
-    return result.code in (550, 551, 553) or text.startswith(("5.1.", "5.2.1"))
+    return classify(None, result.code, result.text) is BounceKind.HARD
 
 
 def record_results(
@@ -697,7 +703,7 @@ def envelope_for(prepared: Prepared, row: Claimed) -> tuple[Envelope, str]:
         link_urls, tracking_html = prepared.tracking.for_member(
             row.send_id, row.tracked
         )
-    html, text = prepared.newsletter.personalize(
+    html, text = prepared.newsletter.encoded(
         Recipient(
             first_name=row.first_name,
             email=row.email,
@@ -741,13 +747,18 @@ class Sender:
         connections: int | None = None,
         batch_size: int | None = None,
         stop: threading.Event | None = None,
+        rate_share: int = 1,
     ) -> None:
         config = app.config
         self.app = app
         self.connections = connections or config["SEND_CONNECTIONS"]
         self.batch_size = batch_size or config["SEND_BATCH_SIZE"]
+        # Several processes of one machine split its rate limit between them.
+        per_second = config.get("SEND_RATE_PER_SECOND")
+        per_hour = config.get("SEND_RATE_PER_HOUR")
         self.rate = RateLimit(
-            config.get("SEND_RATE_PER_SECOND"), config.get("SEND_RATE_PER_HOUR")
+            per_second / rate_share if per_second else None,
+            per_hour / rate_share if per_hour else None,
         )
         self.stop = stop or threading.Event()
         self.sent = 0
@@ -841,6 +852,60 @@ class Sender:
             # Unanswered rows go back to the queue; the server is given a pause.
             release(session, [row for row, _m in messages.values()], now, error)
             self.stop.wait(min(DOWN_PAUSE.total_seconds(), 5))
+
+
+def run_processes(
+    app: Flask,
+    processes: int,
+    *,
+    connections: int | None = None,
+    wait_for: Callable[[], bool] | None = None,
+) -> list[multiprocessing.Process]:
+    """Fork `processes` - 1 more sender processes; returns them.
+
+    Python runs one thread at a time per process, and building mails is CPU
+    work: one process per core is what makes a machine send fast. The caller
+    is the first of them (`klubpost send` runs a `Sender` itself). The children
+    die with their parent (even a SIGKILL'd one), so "a sender was killed"
+    means all of it, and the exactly-once bound counts every process's batches.
+    """
+    context = multiprocessing.get_context("fork")
+    children = [
+        context.Process(
+            target=_sender_process,
+            args=(app, connections, processes, wait_for),
+            name=f"klubpost-sender-{n}",
+        )
+        for n in range(1, processes)
+    ]
+    for child in children:
+        child.start()
+    return children
+
+
+def _sender_process(
+    app: Flask,
+    connections: int | None,
+    share: int,
+    wait_for: Callable[[], bool] | None,
+) -> None:
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before we could ask to follow it
+    with app.app_context():
+        # The parent's pooled connections must not be shared: forget them.
+        db.engine.dispose(close=False)
+    Sender(app, connections=connections, rate_share=share).run(wait_for=wait_for)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (elsewhere: no-op)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class _Channel:

@@ -19,7 +19,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from accounts.models import Role
-from campaigns import compose, sending, services
+from campaigns import bounces, compose, sending, services
 from campaigns.forms import (
     KIND_CHOICES,
     REPEAT_CHOICES,
@@ -629,6 +629,8 @@ def sending_state(campaign: Campaign) -> dict:
         )
         if campaign.repeat
         else None,
+        "bounces": bounces.campaign_counts(db.session, campaign.id),
+        "policy": bounces.policy_problems(db.session, campaign.id),
     }
 
 

@@ -50,6 +50,7 @@ def _register_blueprints(app: Flask) -> None:
     from campaigns.api import bp as campaigns_api_bp
     from campaigns.public import bp as campaigns_public_bp
     from campaigns.views import bp as campaigns_bp
+    from campaigns.webhooks import bp as bounce_api_bp
     from klubpost.outbox import bp as outbox_bp
     from klubpost.schema import require_current_schema
     from subscribers.api import bp as subscribers_api_bp
@@ -57,6 +58,8 @@ def _register_blueprints(app: Flask) -> None:
     from subscribers.public import bp as public_bp
     from subscribers.views import bp as subscribers_bp
     from tracking import models as _tracking_models  # noqa: F401
+    from tracking.api import bp as stats_api_bp
+    from tracking.views import bp as stats_bp
 
     app.before_request(_start_clean)
     app.before_request(require_current_schema)
@@ -69,6 +72,9 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(campaigns_bp)
     app.register_blueprint(campaigns_public_bp)
     app.register_blueprint(campaigns_api_bp)
+    app.register_blueprint(stats_bp)
+    app.register_blueprint(stats_api_bp)
+    app.register_blueprint(bounce_api_bp)
 
 
 def _start_clean() -> None:

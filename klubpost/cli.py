@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -22,7 +23,15 @@ def main() -> None:
 
 def init_app(app) -> None:
     """Add our commands to the app's `flask`/`klubpost` command group."""
-    for command in (demo, scheduler_command, dev, imports, send_command):
+    for command in (
+        demo,
+        scheduler_command,
+        dev,
+        imports,
+        send_command,
+        tracking,
+        bounces_command,
+    ):
         app.cli.add_command(command)
 
 
@@ -87,6 +96,34 @@ def run_imports(batch_size: int | None) -> None:
     click.echo(f"{worked} import(s) processed.")
 
 
+@click.group()
+def tracking() -> None:
+    """Opens and clicks (normally rolled up and cleaned by the scheduler)."""
+
+
+@tracking.command("rollup")
+@with_appcontext
+def tracking_rollup() -> None:
+    """Turn the settled raw hits into the figures staff read, now."""
+    from tracking.rollup import roll_up
+
+    _require_schema()
+    click.echo(f"{roll_up(db.session)} hit(s) rolled up.")
+
+
+@tracking.command("purge")
+@with_appcontext
+def tracking_purge() -> None:
+    """Delete raw hits older than TRACKING_RETENTION_DAYS (the figures stay)."""
+    from tracking.rollup import purge_events
+
+    _require_schema()
+    total = 0
+    while deleted := purge_events(db.session):
+        total += deleted
+    click.echo(f"{total} raw hit(s) deleted.")
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", envvar="HOST", show_default=True)
 @click.option("--port", default=5000, type=int, envvar="PORT", show_default=True)
@@ -121,12 +158,19 @@ def dev(host: str, port: int) -> None:
 
 @click.command("send")
 @click.argument("campaign_id", type=int, required=False)
-@click.option("--connections", type=int, help="SMTP connections (SEND_CONNECTIONS).")
+@click.option(
+    "--processes", type=int, help="Sender processes, one per core (SEND_PROCESSES)."
+)
+@click.option(
+    "--connections", type=int, help="SMTP connections each (SEND_CONNECTIONS)."
+)
 @click.option(
     "--forever", is_flag=True, help="Keep waiting for work: an extra sender process."
 )
 @with_appcontext
-def send_command(campaign_id: int | None, connections: int | None, forever: bool):
+def send_command(
+    campaign_id: int | None, processes: int | None, connections: int | None, forever
+):
     """Send what is due now; with CAMPAIGN_ID, start that draft now and watch it.
 
     Any number of `klubpost send --forever` processes (on PostgreSQL also on
@@ -151,26 +195,49 @@ def send_command(campaign_id: int | None, connections: int | None, forever: bool
                 raise click.ClickException(exc.message) from exc
             db.session.commit()
     sending.start_due(db.session)
+    db.session.commit()
+
+    watched = campaign.id if campaign is not None else None
 
     def finished() -> bool:
+        # Runs in the senders' threads, each with its own session: only ids
+        # cross over, never objects of this thread's session.
         if forever:
             return False
-        if campaign is None:
+        if watched is None:
             return True
         db.session.expire_all()
-        return db.session.get(Campaign, campaign.id).status != CampaignStatus.SENDING
+        return db.session.get(Campaign, watched).status != CampaignStatus.SENDING
 
-    sender = sending.Sender(app, connections=connections)
+    processes = max(1, processes or app.config["SEND_PROCESSES"])
+    db.session.close()  # nothing of this session may be shared with the forks
+    children = sending.run_processes(
+        app, processes, connections=connections, wait_for=finished
+    )
+    # This process sends too (in a thread: the main one shows the progress).
+    sender = sending.Sender(app, connections=connections, rate_share=processes)
     worker = threading.Thread(target=sender.run, kwargs={"wait_for": finished})
     worker.start()
+
+    def alive() -> bool:
+        return worker.is_alive() or any(child.is_alive() for child in children)
+
     if campaign is None:
         worker.join()
-        click.echo(f"{sender.sent} mails sent.")
-        return
-    _show_progress(campaign, worker)
+        for child in children:
+            child.join()
+    else:
+        _show_progress(db.session.get(Campaign, watched), alive)
+    failed = [child.exitcode for child in children if child.exitcode]
+    if sender.errors or failed:
+        raise click.ClickException(
+            f"{len(failed) + bool(sender.errors)} sender process(es) failed."
+        )
+    if campaign is None:
+        click.echo("Nothing more is due.")
 
 
-def _show_progress(campaign, worker) -> None:
+def _show_progress(campaign, alive) -> None:
     """A progress bar for one campaign until its sender stops."""
     import time
 
@@ -180,19 +247,68 @@ def _show_progress(campaign, worker) -> None:
     done = 0
     with click.progressbar(length=total, label=f"Campaign {campaign.id}") as bar:
         while True:
-            alive = worker.is_alive()
+            running = alive()
             db.session.expire_all()
             now = sending.progress(db.session, campaign)
             finished = now.total - now.queued
             bar.update(finished - done)
             done = finished
-            if not alive:
+            if not running:
                 break
             time.sleep(0.5)
     db.session.commit()
     click.echo(
         f"sent {now.sent}, failed {now.failed}, skipped {now.skipped}, "
         f"still queued {now.queued}"
+    )
+
+
+@click.command("bounces")
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--imap", "imap_url", help="imaps://user:pass@host/INBOX[?move=Done]")
+@click.option("--pop3", "pop3_url", help="pop3s://user:pass@host")
+@with_appcontext
+def bounces_command(source: Path | None, imap_url: str | None, pop3_url: str | None):
+    """Process bounces and complaints: a file (one message or an mbox), a
+    maildir or folder, an IMAP or POP3 mailbox, or else BOUNCE_MAILBOX_URL.
+
+    Messages taken from a mailbox are deleted (or moved with ?move=Folder);
+    files are left as they are. A report processed before changes nothing.
+    """
+    from campaigns import bounces
+
+    _require_schema()
+    chosen = [s for s in (source, imap_url, pop3_url) if s]
+    if len(chosen) > 1:
+        raise click.UsageError("Give one source: a path, --imap or --pop3.")
+    url = imap_url or pop3_url or current_app.config.get("BOUNCE_MAILBOX_URL")
+    if pop3_url and not pop3_url.startswith("pop3"):
+        raise click.UsageError("--pop3 takes a pop3:// or pop3s:// URL.")
+    if imap_url and not imap_url.startswith("imap"):
+        raise click.UsageError("--imap takes an imap:// or imaps:// URL.")
+    if source is None and not url:
+        raise click.UsageError(
+            "Give a file or folder, --imap, --pop3 or set BOUNCE_MAILBOX_URL."
+        )
+    tally = bounces.Tally()
+    try:
+        if source is not None:
+            handle = bounces.processor(db.session, "file", tally)
+            for _name, raw in bounces.read_path(source):
+                handle(raw)
+        else:
+            source_name = url.split(":", 1)[0].rstrip("s")
+            bounces.read_mailbox(url, bounces.processor(db.session, source_name, tally))
+    except bounces.MailboxError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_tally(tally)
+
+
+def _print_tally(tally) -> None:
+    actions = ", ".join(f"{n} {a}" for a, n in sorted(tally.actions.items()))
+    click.echo(
+        f"{tally.messages} message(s) read: {actions or 'no member changed'}; "
+        f"{tally.duplicates} seen before, {tally.ignored} ignored."
     )
 
 

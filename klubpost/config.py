@@ -26,8 +26,10 @@ DEFAULTS: dict[str, Any] = {
     "BABEL_DEFAULT_LOCALE": "en",
     "LANGUAGES": ("da", "nl", "en"),
     "PAGE_SIZE": 50,
-    # The sending engine (campaigns/sending.py): SMTP connections per sender
-    # process, rows per batch, optional rate limits (messages per second / hour).
+    # The sending engine (campaigns/sending.py): processes `klubpost send` runs
+    # (one per core by default), SMTP connections per process, rows per batch,
+    # optional rate limits per machine (messages per second / hour).
+    "SEND_PROCESSES": os.cpu_count() or 1,
     "SEND_CONNECTIONS": 4,
     "SEND_BATCH_SIZE": 100,
     "SEND_LEASE_SECONDS": 300,
@@ -38,20 +40,42 @@ DEFAULTS: dict[str, Any] = {
     "TRACKING_RETENTION_DAYS": 396,
     "TRACKING_FLUSH_SECONDS": 0.2,
     "TRACKING_BUFFER_MAX": 100_000,
+    # Bounces and complaints (campaigns/bounces.py): where reports arrive (an
+    # imaps:// or pop3s:// URL the scheduler polls), the webhook's shared secret,
+    # and how many temporary failures within how many days bounce a member.
+    "BOUNCE_DOMAIN": None,
+    "BOUNCE_MAILBOX_URL": None,
+    "BOUNCE_POLL_SECONDS": 60,
+    "BOUNCE_WEBHOOK_SECRET": None,
+    "BOUNCE_SOFT_LIMIT": 3,
+    "BOUNCE_SOFT_WINDOW_DAYS": 30,
 }
 
 # Numeric settings that may come from the environment.
 INT_ENV_KEYS = (
+    "SEND_PROCESSES",
     "SEND_CONNECTIONS",
     "SEND_BATCH_SIZE",
     "SEND_LEASE_SECONDS",
     "SEND_RATE_PER_SECOND",
     "SEND_RATE_PER_HOUR",
     "TRACKING_RETENTION_DAYS",
+    "BOUNCE_POLL_SECONDS",
+    "BOUNCE_SOFT_LIMIT",
+    "BOUNCE_SOFT_WINDOW_DAYS",
 )
 
 # Environment variables read as they are (strings); booleans and lists parsed below.
-ENV_KEYS = ("DATABASE_URL", "SECRET_KEY", "BASE_URL", "MAIL_URL", "MAIL_FROM_DOMAIN")
+ENV_KEYS = (
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "BASE_URL",
+    "MAIL_URL",
+    "MAIL_FROM_DOMAIN",
+    "BOUNCE_DOMAIN",
+    "BOUNCE_MAILBOX_URL",
+    "BOUNCE_WEBHOOK_SECRET",
+)
 
 
 def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]:

@@ -264,11 +264,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 def _campaign_schemas() -> dict[str, Any]:
     from campaigns.openapi import SCHEMAS as campaign_schemas
+    from tracking.openapi import SCHEMAS as statistics_schemas
 
-    return campaign_schemas
+    return campaign_schemas | statistics_schemas
 
 
-# One document: the campaign endpoints' schemas join these.
+# One document: the campaign and statistics endpoints' schemas join these.
 SCHEMAS.update(_campaign_schemas())
 
 ERROR_STATUSES = {
@@ -292,8 +293,12 @@ def describe(
     body: str | None = None,
     query: dict[str, dict[str, Any]] | None = None,
     errors: tuple[int, ...] = (),
+    raw_body: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Attach an OpenAPI operation description to an API view."""
+    """Attach an OpenAPI operation description to an API view.
+
+    `raw_body` names a media type accepted besides the JSON `body` (as is).
+    """
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         view.openapi = {  # type: ignore[attr-defined]
@@ -304,6 +309,7 @@ def describe(
             "body": body,
             "query": query or {},
             "errors": errors,
+            "raw_body": raw_body,
         }
         return view
 
@@ -366,6 +372,9 @@ def _operation(endpoint: str, doc: dict[str, Any], path_args: list[str]) -> dict
                 }
             },
         }
+        if doc.get("raw_body"):
+            content = operation["requestBody"]["content"]
+            content[doc["raw_body"]] = {"schema": {"type": "string"}}
     if doc["role"] == "anyone":
         operation["security"] = []
         operation["description"] = "Needs no token."
@@ -404,7 +413,8 @@ def build_document(app: Flask) -> dict[str, Any]:
             "title": "Klubpost API",
             "version": "1",
             "description": "Libraries, clubs, subscribers, memberships, bulk "
-            "import, events, templates and campaigns. See docs/api.md.",
+            "import, events, templates, campaigns and their statistics. "
+            "See docs/api.md.",
         },
         "servers": [{"url": app.config["BASE_URL"]}],
         "security": [{"token": []}],

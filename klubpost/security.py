@@ -6,6 +6,7 @@ rotated without breaking links in mails already sent.
 
 from __future__ import annotations
 
+import hmac
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +32,29 @@ class _IdSerializer(URLSafeSerializer):
 
     def dump_payload(self, obj: Any) -> bytes:
         return base64_encode(Serializer.dump_payload(self, obj))
+
+    def dumps(self, obj: Any, salt: str | bytes | None = None) -> str:
+        """As URLSafeSerializer.dumps, byte for byte; a list of ids is signed
+        with a prepared HMAC (mails carry a dozen tokens each, and building a
+        Signer and deriving its key for every one of them was most of it)."""
+        if salt is not None or not _only_ids(obj):
+            return super().dumps(obj, salt)
+        payload = base64_encode(b"[" + b",".join(b"%d" % i for i in obj) + b"]")
+        mac = self._prepared_mac().copy()
+        mac.update(payload)
+        return (payload + b"." + base64_encode(mac.digest())).decode("ascii")
+
+    def _prepared_mac(self) -> hmac.HMAC:
+        mac = self.__dict__.get("_mac")
+        if mac is None:
+            signer = self.make_signer()
+            mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+            self.__dict__["_mac"] = mac
+        return mac
+
+
+def _only_ids(obj: Any) -> bool:
+    return isinstance(obj, list) and all(type(i) is int for i in obj)
 
 
 @lru_cache(maxsize=64)

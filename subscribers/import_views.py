@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     current_app,
     jsonify,
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_babel import gettext as _
@@ -31,10 +27,10 @@ from subscribers.csvfiles import (
     DELIMITERS,
     ENCODINGS,
     ROLES,
+    csv_download,
     decode_as,
     preview,
     role_label,
-    safe_cell,
 )
 from subscribers.exports import export_rows
 from subscribers.models import Club, ImportIssue, ImportJob, ImportStatus
@@ -279,7 +275,7 @@ def status(club_id: int, job_id: int):
 def report_csv(club_id: int, job_id: int):
     """Every row that was not imported, with the reason, as CSV."""
     _club, job = _job(club_id, job_id)
-    return _csv_response(_report_lines(job.id), f"import-{job.id}-report.csv")
+    return csv_download(_report_lines(job.id), f"import-{job.id}-report.csv")
 
 
 def _report_lines(job_id: int) -> Iterator[list[str]]:
@@ -314,27 +310,4 @@ def _report_lines(job_id: int) -> Iterator[list[str]]:
 def export(club_id: int):
     """The club's members as CSV (UTF-8 with BOM, for Excel), streamed."""
     club = get_owned(Club, club_id)
-    return _csv_response(export_rows(db.session, club.id), f"{club.slug}-members.csv")
-
-
-def _csv_response(lines: Iterator[list[str]], filename: str) -> Response:
-    def generate() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        yield "\ufeff"  # the BOM tells Excel the file is UTF-8
-        for count, line in enumerate(lines, start=1):
-            writer.writerow([safe_cell(cell) for cell in line])
-            if count % 500 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
-    return Response(
-        stream_with_context(generate()),
-        mimetype="text/csv",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return csv_download(export_rows(db.session, club.id), f"{club.slug}-members.csv")

@@ -8,6 +8,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 
 from accounts.models import Role
+from campaigns.bounces import latest_bounces
 from klubpost.auth import acting_user, current_library, get_owned, role_required
 from klubpost.db import db
 from subscribers import services
@@ -261,6 +262,7 @@ def subscriber(subscriber_id: int):
         form=form,
         transitions=MEMBERSHIP_TRANSITIONS,
         membership_form=MembershipForm(),
+        bounced=latest_bounces(db.session, [m.id for m in person.memberships]),
     ), (400 if form.errors else 200)
 
 

@@ -990,7 +990,7 @@ def test_answers_match_the_documented_schemas(app, db, as_role, herning):
         problems = [e.message for e in validator.iter_errors(response.get_json())]
         assert not problems, (url, problems)
         checked += 1
-    assert checked == 16
+    assert checked == 20
     bad = api("POST", "/api/clubs", {"name": 1})
     error_schema = {"$ref": "#/components/schemas/Error", **document}
     assert not list(Draft202012Validator(error_schema).iter_errors(bad.get_json()))

@@ -19,7 +19,14 @@ from klubpost.mail import OutboxMessage
 from subscribers.models import Club, ImportJob, Membership, Subscriber
 from subscribers.services import join_club
 
-STAFF_BLUEPRINTS = {"accounts", "subscribers", "imports", "outbox", "campaigns"}
+STAFF_BLUEPRINTS = {
+    "accounts",
+    "subscribers",
+    "imports",
+    "outbox",
+    "campaigns",
+    "stats",
+}
 
 
 @pytest.fixture

@@ -192,3 +192,31 @@ def test_prepared_bodies_decode_to_exactly_the_filled_in_text():
     data = _build(frame, html=template.render(values), text="x").data
     body = data.split(b"\r\n\r\n", 1)[1]
     assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+@pytest.mark.parametrize("length", [74, 75, 76, 77, 150])
+@pytest.mark.parametrize("filler", ["a", "=", "é", "a "])
+def test_qp_template_lines_stay_within_76_and_decode_exactly(length, filler):
+    import quopri
+
+    value = (filler * length)[:length]
+    template = QpTemplate(["<p>" + "x" * 70, "</p>\n" + value], ["slot"])
+    encoded = template.render({"slot": value})
+    assert quopri.decodestring(encoded).decode() == (
+        "<p>" + "x" * 70 + value + "</p>\r\n" + value
+    )
+    assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+
+
+def test_relaxed_body_canonicalization_matches_dkimpy():
+    import random
+
+    from dkim.canonicalization import Relaxed
+
+    from campaigns.messages import _relaxed_body
+
+    rng = random.Random(3)
+    pieces = [b"a", b"=3D", b" ", b"  ", b"\t", b" \t ", b"\r\n", b"\r\n\r\n", b"x"]
+    for _ in range(2000):
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30)))
+        assert _relaxed_body(body) == Relaxed.canonicalize_body(body), body

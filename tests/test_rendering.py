@@ -566,3 +566,59 @@ def test_editor_is_warned_about_images_without_text_and_past_events():
         events={7: past},
     )
     assert after.warnings == []
+
+
+def test_a_templates_own_links_are_tracked_in_the_order_they_appear():
+    source = mjml_body(
+        '<mj-image src="https://x.dk/logo.png" alt="Logo" href="https://x.dk/" />\n'
+        '<mj-text><a href="https://x.dk/a?b=1&amp;c=2" data-tag="Book">'
+        'Read <b>the</b> book</a> or <a href="https://x.dk/private" data-notrack>'
+        'this</a> or <a href="mailto:desk@x.dk">write</a>.</mj-text>\n'
+        '<mj-button href="https://tickets.x.dk/1">Tickets</mj-button>\n'
+        '<mj-text><a href="https://x.dk/u?e={{ recipient.email }}">Me</a></mj-text>'
+    )
+    block = {"type": "button", "label": "Block", "url": "https://x.dk/block"}
+    compiled = compile_en(source, blocks=[block])
+    found = [(link.label, link.url, link.tag, link.track) for link in compiled.links]
+    assert found == [
+        ("Logo", "https://x.dk/", None, True),
+        ("Read the book", "https://x.dk/a?b=1&c=2", "book", True),
+        ("this", "https://x.dk/private", None, False),
+        ("Tickets", "https://tickets.x.dk/1", None, True),
+        # This template does not show the blocks: their links come last.
+        ("Block", "https://x.dk/block", None, True),
+    ]
+    urls = {index: f"https://t.example/{index}" for index in range(len(compiled.links))}
+    html, text = compiled.personalize(sample_recipient("en"), link_urls=urls)
+    for index in range(4):
+        assert f'href="https://t.example/{index}"' in html
+    assert "https://t.example/1" in text
+    # Untouched: mailto, and a link that carries the member's own address.
+    assert 'href="mailto:desk@x.dk"' in html
+    assert "https://x.dk/u?e=" in html and "@example.org" in html
+    plain, _text = compiled.personalize(sample_recipient("en"))
+    assert 'href="https://x.dk/a?b=1&amp;c=2"' in plain
+
+
+def test_encoded_bodies_decode_to_exactly_the_personalised_mail():
+    import quopri
+
+    compiled = compile_newsletter(
+        builtin_templates()[0].source,
+        content(),
+        BRAND,
+        ClubInfo("Klubben", "da"),
+    )
+    recipient = Recipient(
+        first_name="Søren  ",
+        email="søren@example.dk",
+        unsubscribe_url="https://x.dk/u/" + "a" * 150,
+        preferences_url="https://x.dk/p?x=1&y=2",
+        web_url="https://x.dk/w",
+    )
+    urls = {i: f"https://t.dk/c/{'é' * i}{i}" for i in range(len(compiled.links))}
+    html, text = compiled.personalize(recipient, urls, '<img src="p.gif">')
+    html_qp, text_qp = compiled.encoded(recipient, urls, '<img src="p.gif">')
+    assert quopri.decodestring(html_qp).decode() == html.replace("\n", "\r\n")
+    assert quopri.decodestring(text_qp).decode() == text.replace("\n", "\r\n")
+    assert max(len(line) for line in html_qp.split(b"\r\n")) <= 76

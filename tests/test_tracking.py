@@ -164,6 +164,10 @@ def test_tampered_forged_and_foreign_click_tokens_get_a_clear_page(
         assert "Location" not in response.headers
         page = response.get_data(as_text=True)
         assert "This link does not work" in page and "<html" in page
+    danish = client.get(
+        f"/c/{forged}", headers={"User-Agent": BROWSER, "Accept-Language": "da"}
+    )
+    assert "link virker ikke" in danish.get_data(as_text=True)
     flush()
     assert events(db) == []
 

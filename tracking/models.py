@@ -90,8 +90,10 @@ class TrackCount(db.Model):
     """Hits per campaign, link, hour and verdict: what charts and tables read.
 
     `link_id` 0 stands for opens (no link). `uniques` counts the hits that were
-    the first of their member for that link (or first open), so unique figures
-    survive the clean-up of raw events.
+    the first of their member for that link (or first open) with that verdict
+    (human or machine), so unique figures survive the clean-up of raw events.
+    A hit without a member (anonymous clubs, withdrawn consent) counts as
+    unique: there is nobody to tell apart. Filled by tracking.rollup.
     """
 
     __tablename__ = "track_count"
@@ -112,7 +114,14 @@ class TrackCount(db.Model):
 
 
 class CampaignStats(db.Model):
-    """One campaign's headline figures, kept up to date by the roll-up."""
+    """One campaign's headline figures, kept up to date by the roll-up.
+
+    `recipients`: send-log rows (the audience when sending started);
+    `delivered` / `failed` / `bounced`: rows with that status; `tracked`: sent
+    or bounced rows whose copy was tracked; `unsubscribed`: recipients who left
+    the club after this campaign started and before its next one started;
+    opens and clicks: sums of `TrackCount` (reason "human" or any machine rule).
+    """
 
     __tablename__ = "campaign_stats"
 

@@ -143,15 +143,15 @@ class Tracker:
     def _record(self, campaign_id, send_id, link_id, kind, now, verdict) -> None:
         try:
             self.recorder.record(
-                {
-                    "campaign_id": campaign_id,
-                    "send_id": send_id,
-                    "link_id": link_id,
-                    "kind": kind,
-                    "occurred_at": now,
-                    "human": verdict.human,
-                    "reason": verdict.reason,
-                }
+                (
+                    campaign_id,
+                    send_id,
+                    link_id,
+                    kind.value,
+                    now,
+                    verdict.human,
+                    verdict.reason,
+                )
             )
         except Exception:  # recording must never cost the member their redirect
             log.exception("tracking hit not recorded")

@@ -14,11 +14,13 @@ leaked tracking key never signs anything else.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, Signer, URLSafeSerializer
+from itsdangerous.signer import HMACAlgorithm
 
 from klubpost.security import InvalidToken, _IdSerializer
 
@@ -39,9 +41,53 @@ def tracking_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
+class _OneShotHMAC(HMACAlgorithm):
+    """HMAC-SHA1 as itsdangerous makes it, through hashlib's one-call C path."""
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        """The MAC of `value`."""
+        return hmac.digest(key, value, "sha1")
+
+
+class _KeyCachingSigner(Signer):
+    """itsdangerous' Signer, deriving each key once instead of for every token."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._derived: dict[str | bytes | None, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        """The signing key derived from `secret_key` (default: the newest)."""
+        derived = self._derived.get(secret_key)
+        if derived is None:
+            derived = self._derived[secret_key] = super().derive_key(secret_key)
+        return derived
+
+
+class _TokenSerializer(_IdSerializer):
+    """The tokens of `_IdSerializer` (itsdangerous' format), with one signer
+    reused for every token: the redirect and pixel verify one per request."""
+
+    signer = _KeyCachingSigner
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._signer = super().make_signer(self.salt)
+
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        """The reused signer (or a new one for another salt)."""
+        if salt is None or salt == self.salt:
+            return self._signer
+        return super().make_signer(salt)
+
+
 @lru_cache(maxsize=16)
 def _serializer(purpose: str, keys: tuple[str, ...]) -> URLSafeSerializer:
-    return _IdSerializer(list(keys), salt=f"klubpost.track.{purpose}")
+    return _TokenSerializer(
+        list(keys),
+        salt=f"klubpost.track.{purpose}",
+        signer_kwargs={"algorithm": _OneShotHMAC()},
+    )
 
 
 class TokenSigner:

@@ -17,6 +17,7 @@
         bar.value = data.total - data.queued;
         set("fig-sent", data.sent);
         set("fig-failed", data.failed);
+        set("fig-bounced", data.bounced);
         set("fig-skipped", data.skipped);
         set("fig-queued", data.queued);
         set("fig-rate", data.rate_per_s ? data.rate_per_s.toFixed(1) : null);

@@ -1,7 +1,7 @@
 """subscriber: address keys compared byte for byte on PostgreSQL
 
 Revision ID: 0011
-Revises: 0013
+Revises: 0010
 Create Date: 2026-11-23 13:50:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0011'
-down_revision = '0013'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
