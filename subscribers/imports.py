@@ -167,6 +167,7 @@ def import_records(
     )
 
 
+# Accepted rows by address key: (address, record, language, attributes as JSON).
 Validated = dict[str, tuple[str, "ImportRecord", str, str]]
 
 
@@ -301,7 +302,8 @@ def _validate(
     """Check each record; return the good ones by address key, in file order.
 
     Uses only the club's language, and touches no database: the job runner
-    runs it in a thread of its own, ahead of the batch being written.
+    runs it in a thread of its own, ahead of the batch being written (which
+    is also why the attributes are turned into JSON text here).
     """
     valid: Validated = {}
     for record in records:
