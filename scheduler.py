@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 from sqlalchemy import text
 
+from klubpost.config import environment_for
 from klubpost.db import db
 from klubpost.mail import deliver_queued
 
@@ -41,15 +44,35 @@ def tick(app: Flask) -> None:
 
 
 def send_campaigns(app: Flask) -> None:
-    """Start the campaigns that are due, then send until nothing is due now."""
-    from campaigns.sending import Sender, start_due
+    """Start the campaigns that are due, then send until nothing is due now.
+
+    Building mails is CPU work and this process runs one thread at a time, so
+    with `SEND_PROCESSES` > 1 a `klubpost send` child (a fresh process, not a
+    fork of this threaded one) sends beside it. A configured rate limit is
+    kept by this process alone.
+    """
+    from campaigns.sending import Sender, sending_campaign_ids, start_due
 
     with app.app_context():
         try:
             start_due(db.session)
+            busy = bool(sending_campaign_ids(db.session))
         finally:
             db.session.remove()
-    Sender(app).run()
+    config = app.config
+    extra = config["SEND_PROCESSES"] - 1
+    limited = config.get("SEND_RATE_PER_SECOND") or config.get("SEND_RATE_PER_HOUR")
+    helper = None
+    if busy and extra > 0 and not limited:
+        command = [sys.executable, "-m", "klubpost.cli", "send"]
+        helper = subprocess.Popen(
+            [*command, "--processes", str(extra)], env=environment_for(config)
+        )
+    try:
+        Sender(app).run()
+    finally:
+        if helper is not None:
+            helper.wait()
 
 
 def read_bounces(app: Flask) -> None:

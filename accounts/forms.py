@@ -90,6 +90,6 @@ class DkimForm(FlaskForm):
         _l("Selector (s=)"), validators=[DataRequired(), Length(max=63)]
     )
     private_key = TextAreaField(
-        _l("Private key (PEM), or leave empty to generate a new one"),
+        _l("Private key (PEM): paste one, or leave empty"),
         validators=[Optional(), Length(max=20_000)],
     )

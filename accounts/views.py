@@ -116,7 +116,9 @@ def library_dkim():
         selector=library.dkim_selector or f"kp{utcnow():%Y}",
     )
     if form.validate_on_submit():
-        pem = (form.private_key.data or "").strip().encode() or dkim.generate_pem()
+        pem = (form.private_key.data or "").strip().encode() or None
+        if request.form.get("action") == "generate":
+            pem = dkim.generate_pem()
         try:
             dkim.configure(library, form.domain.data, form.selector.data, pem)
         except dkim.DkimError as exc:

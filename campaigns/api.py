@@ -441,7 +441,12 @@ def schedule_campaign(campaign_id: int):
         if not isinstance(offset, int) or isinstance(offset, bool):
             raise sending.SendingError(_("Give the offset in whole minutes."), "offset")
         try:
-            repeat = Repeat(data["repeat"]) if data.get("repeat") else None
+            # Left out, a repeating issue keeps repeating; null stops it.
+            repeat = (
+                (Repeat(data["repeat"]) if data["repeat"] else None)
+                if "repeat" in data
+                else campaign.repeat
+            )
         except (ValueError, TypeError):
             raise sending.SendingError(
                 _("Choose one of: %(values)s.", values=", ".join(Repeat)), "repeat"

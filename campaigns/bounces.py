@@ -538,9 +538,13 @@ def _find_copy(
 def _copy_by_address(
     session: Session, address: str, list_id: str | None, library_ids: list[int] | None
 ) -> SendLog | None:
-    """The latest copy sent to `address` in the club of the quoted List-Id, or in
-    the caller's libraries; never across libraries at large. Only recent copies:
-    reports come within days, and an old one is more likely made up."""
+    """The latest copy sent to `address` in the caller's libraries (in the club of
+    the quoted List-Id, if there is one). Only for a caller who proved to be a
+    library (an API token): anyone can write to a bounce mailbox, and an address
+    and a public List-Id prove nothing. Only recent copies: reports come within
+    days, and an old one is more likely made up."""
+    if library_ids is None:
+        return None
     query = (
         select(SendLog)
         .join(Subscriber, Subscriber.id == SendLog.subscriber_id)
@@ -550,13 +554,10 @@ def _copy_by_address(
         .order_by(SendLog.id.desc())
         .limit(1)
     )
+    query = query.where(Campaign.library_id.in_(library_ids))
     club = _club_of_list_id(session, list_id)
     if club is not None:
         query = query.where(Campaign.club_id == club.id)
-    elif library_ids is not None:
-        query = query.where(Campaign.library_id.in_(library_ids))
-    else:
-        return None
     return session.scalar(query)
 
 
@@ -618,6 +619,9 @@ def _change(
     if finding.kind is Kind.COMPLAINT:
         return _complained(membership)
     if finding.kind is Kind.SOFT:
+        if not finding.final:
+            # "Delayed": the server still tries, the mail may well arrive.
+            return "delayed"
         session.flush()
         if _soft_bounces(session, membership.id) < soft_limit():
             return "counted"
@@ -645,13 +649,14 @@ def _window() -> timedelta:
 
 
 def _soft_bounces(session: Session, membership_id: int) -> int:
-    """Temporary failures of different copies within the window (a mail delayed
-    several times counts once)."""
+    """Temporary failures of different copies within the window (a copy that
+    failed several times counts once; delay warnings don't count)."""
     since = utcnow() - _window()
     return session.scalar(
         select(func.count(func.distinct(BounceEvent.send_log_id))).where(
             BounceEvent.membership_id == membership_id,
             BounceEvent.kind == Kind.SOFT,
+            BounceEvent.action != "delayed",
             BounceEvent.created_at >= since,
         )
     )
@@ -799,7 +804,12 @@ def _read_imap(where: MailboxUrl, handle: Handler) -> int:
             raw = next(item[1] for item in fetched if isinstance(item, tuple))
             if handle(raw):
                 if where.move_to:
-                    conn.uid("COPY", uid, _quoted(where.move_to))
+                    status, _data = conn.uid("COPY", uid, _quoted(where.move_to))
+                    if status != "OK":  # imaplib says NO without raising
+                        raise MailboxError(
+                            f"Could not move a report to {where.move_to}; "
+                            "nothing was deleted."
+                        )
                 conn.uid("STORE", uid, "+FLAGS", "(\\Deleted)")
         conn.expunge()
         return len(uids)

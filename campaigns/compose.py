@@ -89,7 +89,7 @@ def template_source(
 ) -> str:
     """The MJML source of a template reference (the kind's built-in if it is gone)."""
     scheme, _sep, value = ref.partition(":")
-    if scheme == "template" and value.isdigit():
+    if scheme == "template" and value.isascii() and value.isdigit():
         template = session.get(Template, int(value))
         if template is not None and services.can_use_template(library, template):
             return template.source
@@ -303,7 +303,11 @@ def sample_recipient(campaign: Campaign) -> Any:
 def club_member(session: Session, campaign: Campaign, subscriber_id: Any) -> Subscriber:
     """A subscriber of the campaign's club, for personalising a preview."""
     subscriber = None
-    if isinstance(subscriber_id, str) and subscriber_id.isdigit():
+    if (
+        isinstance(subscriber_id, str)
+        and subscriber_id.isascii()
+        and subscriber_id.isdigit()
+    ):
         subscriber_id = int(subscriber_id)
     if isinstance(subscriber_id, int) and not isinstance(subscriber_id, bool):
         subscriber = session.scalar(

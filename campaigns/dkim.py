@@ -16,7 +16,8 @@ import base64
 import hashlib
 import re
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import current_app
@@ -41,9 +42,22 @@ class DkimError(Exception):
         self.field = field
 
 
-def _fernet() -> Fernet:
-    secret = current_app.config["SECRET_KEY"].encode()
-    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"dkim:" + secret).digest()))
+def _fernet() -> MultiFernet:
+    """Encrypts with SECRET_KEY; also decrypts with SECRET_KEY_FALLBACKS, so a
+    rotated secret key doesn't silently switch signing off."""
+    config = current_app.config
+    secrets = [
+        config["SECRET_KEY"],
+        *reversed(config.get("SECRET_KEY_FALLBACKS") or []),
+    ]
+    return MultiFernet(
+        [
+            Fernet(
+                base64.urlsafe_b64encode(hashlib.sha256(b"dkim:" + s.encode()).digest())
+            )
+            for s in secrets
+        ]
+    )
 
 
 def generate_pem() -> bytes:
@@ -61,7 +75,7 @@ def _load(pem: bytes) -> rsa.RSAPrivateKey:
         raise DkimError(_("The key is too long."), "private_key")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise DkimError(
             _("This is not an unencrypted RSA private key in PEM format."),
             "private_key",
@@ -79,9 +93,14 @@ def _load(pem: bytes) -> rsa.RSAPrivateKey:
     return key
 
 
-def configure(library: Library, domain: str, selector: str, pem: bytes) -> None:
-    """Check and store a signing key for the library (replacing any earlier one)."""
+def configure(
+    library: Library, domain: str, selector: str, pem: bytes | None = None
+) -> None:
+    """Check and store the library's signing settings. Without `pem` the current
+    key is kept (a new one is made if there is none)."""
     domain, selector = domain.strip().lower().rstrip("."), selector.strip().lower()
+    if pem is None:
+        pem = private_pem(library) or generate_pem()
     if not DOMAIN_RE.match(domain):
         raise DkimError(_("Enter a domain name such as bibliotek.dk."), "domain")
     if not SELECTOR_RE.match(selector):

@@ -15,7 +15,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import itertools
 import os
 import re
 import secrets
@@ -238,24 +237,11 @@ class BuiltMessage:
     data: bytes
 
 
-# A random value per process (new after a fork) and a counter: unique
-# Message-IDs without asking the kernel for randomness for every mail.
+# One MIME boundary per process (new after a fork): it need not be secret.
 _PROCESS = [secrets.token_hex(8)]
-_COUNTER = itertools.count()
-
-
-def _new_process() -> None:
-    global _COUNTER
-    _PROCESS[0] = secrets.token_hex(8)
-    _COUNTER = itertools.count()
-
-
-os.register_at_fork(after_in_child=_new_process)
-
-
-def _unique() -> str:
-    """A value no other message of any process gets: process id and counter."""
-    return f"{_PROCESS[0]}{next(_COUNTER):x}"
+os.register_at_fork(
+    after_in_child=lambda: _PROCESS.__setitem__(0, secrets.token_hex(8))
+)
 
 
 def build_message(
@@ -273,7 +259,8 @@ def build_message(
     `html` and `text` are either strings or bodies already quoted-printable encoded
     (bytes, from `QpTemplate.render`).
     """
-    message_id = f"<{send_id}.{_unique()}@{frame.message_id_domain}>"
+    # Unguessable, so that a Message-ID quoted in a report can't be made up.
+    message_id = f"<{send_id}.{secrets.token_hex(8)}@{frame.message_id_domain}>"
     # "=_" never occurs in a quoted-printable body ("=" is encoded as "=3D"), so
     # one boundary per process is safe; no per-message randomness is needed.
     boundary = "=_kp" + _PROCESS[0]

@@ -155,7 +155,7 @@ def _links_block(where: _Where, block: dict, events) -> dict:
 
 def _event_block(where: _Where, block: dict, events) -> dict:
     event_id = block.get("event_id")
-    if isinstance(event_id, str) and event_id.isdigit():
+    if isinstance(event_id, str) and event_id.isascii() and event_id.isdigit():
         event_id = int(event_id)  # as a form field sends it
     if not isinstance(event_id, int) or isinstance(event_id, bool):
         raise where.fail(_("no event chosen."))

@@ -303,7 +303,15 @@ def start_due(session: Session, now: datetime | None = None) -> list[int]:
         .with_for_update(skip_locked=True)
     )
     for campaign in session.scalars(query).all():
-        start(session, campaign, now)
+        try:
+            with session.begin_nested():  # one campaign's failure is its own
+                start(session, campaign, now)
+        except Exception:
+            log.exception(
+                "campaign %s could not start; it is a draft again", campaign.id
+            )
+            change_status(campaign, CampaignStatus.DRAFT)
+            continue
         started.append(campaign.id)
     session.commit()
     return started
@@ -391,9 +399,11 @@ def progress(
     rate = None
     end = None
     if campaign.started_at and done:
-        elapsed = max((now - campaign.started_at).total_seconds(), 0.001)
+        # A finished send is measured up to its end, not up to now.
+        until = campaign.sent_at if not queued and campaign.sent_at else now
+        elapsed = max((until - campaign.started_at).total_seconds(), 0.001)
         rate = done / elapsed
-        end = now + timedelta(seconds=queued / rate) if queued else now
+        end = until + timedelta(seconds=queued / rate) if queued else until
     return Progress(
         total=sum(counts.values()),
         sent=counts.get(SendStatus.SENT, 0),
@@ -691,7 +701,7 @@ def prepare(session: Session, campaign: Campaign) -> Prepared:
         newsletter=newsletter,
         web_url=compose.web_url(campaign),
         links=MemberLinks(club.id),
-        tracking=tracking_mail.mail_tracking(session, campaign.id, club),
+        tracking=tracking_mail.mail_tracking(session, campaign.id, club, newsletter),
     )
 
 

@@ -424,7 +424,7 @@ def resolve_template_ref(
     scheme, _sep, value = ref.partition(":")
     if scheme == "builtin" and builtin_by_key(value) is not None:
         return value, None
-    if scheme == "template" and value.isdigit():
+    if scheme == "template" and value.isascii() and value.isdigit():
         template = session.get(Template, int(value))
         if template is not None and can_use_template(library, template):
             return None, template.id
@@ -530,7 +530,7 @@ def check_event_ref(session: Session, library: Library, event_id: Any) -> int | 
     """An optional event id of the library."""
     if event_id in (None, ""):
         return None
-    if isinstance(event_id, str) and event_id.isdigit():
+    if isinstance(event_id, str) and event_id.isascii() and event_id.isdigit():
         event_id = int(event_id)
     event = (
         session.get(Event, event_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "BABEL_DEFAULT_LOCALE": "en",
     "LANGUAGES": ("da", "nl", "en"),
     "PAGE_SIZE": 50,
-    # The sending engine (campaigns/sending.py): processes `klubpost send` runs
-    # (one per core by default), SMTP connections per process, rows per batch,
-    # optional rate limits per machine (messages per second / hour).
-    "SEND_PROCESSES": os.cpu_count() or 1,
+    # The sending engine (campaigns/sending.py): processes per machine (one per
+    # core, at most 4: more would mostly open more SMTP and database connections,
+    # which mail providers throttle), SMTP connections per process, rows per
+    # batch, optional rate limits per machine (messages per second / hour).
+    "SEND_PROCESSES": min(os.cpu_count() or 1, 4),
     "SEND_CONNECTIONS": 4,
     "SEND_BATCH_SIZE": 100,
     "SEND_LEASE_SECONDS": 300,
@@ -76,6 +78,19 @@ ENV_KEYS = (
     "BOUNCE_MAILBOX_URL",
     "BOUNCE_WEBHOOK_SECRET",
 )
+
+
+def environment_for(config: Mapping[str, Any]) -> dict[str, str]:
+    """The environment under which a child process builds the same configuration."""
+    env = dict(os.environ)
+    env["KLUBPOST_ENV"] = config["ENV"]
+    for key in (*ENV_KEYS, *INT_ENV_KEYS):
+        if config.get(key) is not None:
+            env[key] = str(config[key])
+    for key in ("SECRET_KEY_FALLBACKS", "TRACKING_SECRET_KEYS"):
+        if config.get(key):
+            env[key] = ",".join(config[key])
+    return env
 
 
 def load_config(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]:

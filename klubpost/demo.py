@@ -9,8 +9,10 @@ from sqlalchemy.orm import Session
 
 from accounts.models import Consortium, Library, Role, User
 from accounts.services import create_user
-from klubpost.db import Base
+from klubpost.db import Base, utcnow
+from subscribers.models import Club
 from subscribers.services import create_club, create_subscriber, join_club
+from tracking.rollup import roll_up
 
 DEMO_PASSWORD = "klubpost-demo"
 CONSORTIUM_ADMIN = "konsortium@demo.klubpost.dk"
@@ -54,6 +56,10 @@ LIBRARIES = [
             "after_event": ("Tak for i aftes: slides og læseliste", "Materialer"),
             "regular": ("Nyt fra klubben i denne måned", "Det sker"),
         },
+        "sent": [
+            ("Læsetips til de mørke aftener", "Læs, lyt og kom med", 31),
+            ("Nyt fra debatklubben", "Debatter og bøger", 3),
+        ],
         "intro": (
             "Kære medlem. Her er nyt fra biblioteket.\n\nVi glæder os til at se dig."
         ),
@@ -95,6 +101,10 @@ LIBRARIES = [
             ),
             "regular": ("Nieuws van de club deze maand", "Dit gebeurt er"),
         },
+        "sent": [
+            ("Leestips voor de donkere avonden", "Lezen, luisteren, meedoen", 31),
+            ("Nieuws van de debatclub", "Debatten en boeken", 3),
+        ],
         "intro": "Beste lid. Hier is het nieuws van de bibliotheek.\n\nTot snel!",
     },
 ]
@@ -147,6 +157,10 @@ def load_demo(
     for spec in LIBRARIES:
         _load_library(session, spec, consortium, rng)
     session.commit()
+    for spec in LIBRARIES:
+        for subject, heading, days_ago in spec["sent"]:
+            _load_sent_issue(session, spec, subject, heading, days_ago, rng)
+    roll_up(session)
     return demo_logins(session)
 
 
@@ -294,3 +308,129 @@ def _load_events_and_drafts(
                 "blocks": blocks,
             },
         )
+
+
+# The links of the demo's sent newsletter: (path, tag, how often clicked) and
+# their labels per language.
+SENT_LINKS = (
+    ("artikler/byens-rum", "article", 0.22),
+    ("boeger/byens-rum", "book", 0.30),
+    ("billetter/debat", "ticket", 0.18),
+    ("podcast/oktober", "material", 0.08),
+)
+SENT_LABELS = {
+    "da": ("Baggrundsartikel", "Bogliste", "Forsalg af billetter", "Podcast"),
+    "nl": ("Achtergrondartikel", "Boekenlijst", "Voorverkoop kaartjes", "Podcast"),
+}
+
+
+def _load_sent_issue(
+    session: Session,
+    spec: dict,
+    subject: str,
+    heading: str,
+    days_ago: int,
+    rng: random.Random,
+) -> None:
+    """A newsletter the debate club got `days_ago`, with opens and clicks.
+
+    The hits are made up (people at their own pace, Apple's proxy opening every
+    tracked mail, a security scanner following every link of a few mails) and
+    go through the same roll-up as real ones, so the statistics pages have
+    something to show.
+    """
+    from datetime import timedelta
+
+    from campaigns import sending
+    from campaigns.models import CampaignStatus, ScheduleMode, SendLog, SendStatus
+    from campaigns.services import create_campaign
+    from tracking.models import EventKind, TrackedLink, TrackEvent
+
+    library = session.scalar(select(Library).where(Library.slug == spec["slug"]))
+    club = session.scalar(
+        select(Club).where(Club.library_id == library.id, Club.slug == "debat")
+    )
+    links = [
+        {"label": label, "url": f"https://{library.domain}/{path}", "tag": tag}
+        for label, (path, tag, _rate) in zip(
+            SENT_LABELS[spec["language"]], SENT_LINKS, strict=True
+        )
+    ]
+    campaign = create_campaign(
+        session,
+        club,
+        None,
+        {
+            "kind": "regular",
+            "subject": subject,
+            "preheader": heading,
+            "blocks": [
+                {"type": "text", "heading": heading, "text": spec["intro"]},
+                {"type": "links", "title": heading, "links": links},
+            ],
+        },
+    )
+    started = utcnow().replace(minute=0, second=0, microsecond=0)
+    started -= timedelta(days=days_ago)
+    sending.schedule(campaign, ScheduleMode.NOW, now=started)
+    sending.start(session, campaign, started)
+    rows = session.scalars(select(SendLog).where(SendLog.campaign_id == campaign.id))
+    sends = list(rows)
+    for n, row in enumerate(sends):
+        row.status, row.attempts = SendStatus.SENT, 1
+        row.sent_at = started + timedelta(seconds=2 * n)
+    sending.change_status(campaign, CampaignStatus.SENT)
+    campaign.sent_at = started + timedelta(seconds=2 * len(sends))
+    tracked = {
+        link.position: link.id
+        for link in session.scalars(
+            select(TrackedLink).where(TrackedLink.campaign_id == campaign.id)
+        )
+    }
+    events = []
+    now = utcnow()
+
+    def hit(row, kind, link_id, at, human=True, reason="human"):
+        if at < now - timedelta(minutes=1):
+            events.append(
+                TrackEvent(
+                    campaign_id=campaign.id,
+                    send_id=row.id,
+                    link_id=link_id,
+                    kind=kind,
+                    occurred_at=at,
+                    human=human,
+                    reason=reason,
+                )
+            )
+
+    for row in (r for r in sends if r.tracked):
+        if rng.random() < 0.25:  # Apple Mail: the proxy opens it on arrival
+            hit(
+                row,
+                EventKind.OPEN,
+                None,
+                row.sent_at + timedelta(minutes=1),
+                False,
+                "apple_privacy_proxy",
+            )
+        if rng.random() < 0.08:  # a security gateway follows every link at once
+            for position in tracked:
+                hit(
+                    row,
+                    EventKind.CLICK,
+                    tracked[position],
+                    row.sent_at + timedelta(seconds=30 + position / 10),
+                    True,
+                    "human",
+                )
+            continue
+        if rng.random() < 0.55:
+            opened = row.sent_at + timedelta(hours=rng.expovariate(1 / 9))
+            hit(row, EventKind.OPEN, None, opened)
+            for position, (_path, _tag, rate) in enumerate(SENT_LINKS, start=1):
+                if rng.random() < rate:
+                    at = opened + timedelta(minutes=rng.uniform(0.5, 20))
+                    hit(row, EventKind.CLICK, tracked[position], at)
+    session.add_all(events)
+    session.commit()

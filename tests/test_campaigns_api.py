@@ -223,3 +223,21 @@ def test_consortium_admin_names_the_library(client, db):
     templates = client.get(f"/api/templates?library_id={one.id}", headers=admin)
     refs = [t["template"] for t in templates.get_json()["items"]]
     assert "builtin:regular-da" in refs
+
+
+@pytest.mark.parametrize("odd", ["²", "١٢", "٣"])
+def test_digits_of_other_scripts_are_a_clear_error_not_a_crash(api, odd):
+    client, _library, club, editor, _staff = api
+    listed = client.get(f"/api/subscribers?limit={odd}", headers=editor)
+    assert listed.status_code == 422 and listed.get_json()["error"]["field"] == "limit"
+    campaign = client.post(
+        f"/api/clubs/{club.id}/campaigns", json={"kind": "regular"}, headers=editor
+    ).get_json()
+    url = f"/api/campaigns/{campaign['id']}"
+    for body in (
+        {"subscriber_id": odd},
+        {"template": f"template:{odd}"},
+        {"blocks": [{"type": "event", "event_id": odd}]},
+    ):
+        response = client.post(f"{url}/preview", json=body, headers=editor)
+        assert response.status_code == 422, (body, response.get_json())

@@ -167,3 +167,28 @@ def test_a_delete_without_csrf_token_is_refused(db, library, admin_client):
     assert admin_client.post("/library/dkim/delete").status_code == 400
     db.session.refresh(library)
     assert library.dkim_private_key is not None
+
+
+def test_saving_without_a_key_keeps_the_key_and_only_the_button_makes_a_new_one(
+    db, library, admin_client
+):
+    _save(admin_client)
+    record = _published_record(admin_client)
+    assert _save(admin_client, selector="kp2027").status_code == 302
+    assert _published_record(admin_client) == record  # same key, new selector
+    db.session.refresh(library)
+    assert library.dkim_selector == "kp2027"
+    assert _save(admin_client, action="generate").status_code == 302
+    assert _published_record(admin_client) != record
+
+
+def test_a_rotated_secret_key_still_reads_the_stored_key(app, db, library):
+    from campaigns import dkim
+
+    with app.test_request_context():
+        dkim.configure(library, "herning.example.dk", "kp2026")
+        record = dkim.dns_record(library)
+        app.config["SECRET_KEY_FALLBACKS"] = [app.config["SECRET_KEY"]]
+        app.config["SECRET_KEY"] = "a-new-secret"
+        assert dkim.dns_record(library) == record
+        assert dkim.signer_for(library) is not None

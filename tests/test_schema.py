@@ -53,3 +53,27 @@ def test_demo_loads_libraries_clubs_members_and_prints_logins(runner, db):
     assert 200 <= db.session.scalar(select(func.count()).select_from(Subscriber)) <= 500
     again = runner.invoke(args=["demo"])
     assert "already loaded" in again.output
+
+
+def test_the_demo_has_a_sent_newsletter_with_figures_to_look_at(runner, db):
+    from sqlalchemy import select
+
+    from campaigns.models import Campaign, CampaignStatus
+    from tracking.models import CampaignStats, TrackCount
+
+    assert runner.invoke(args=["demo"]).exit_code == 0
+    sent = db.session.scalars(
+        select(Campaign).where(Campaign.status == CampaignStatus.SENT)
+    ).all()
+    assert len(sent) == 4  # two for the debate club of each library
+    for campaign in sent:
+        stats = db.session.get(CampaignStats, campaign.id)
+        assert stats.delivered == stats.recipients > 0
+        assert 0 < stats.unique_opens_human <= stats.tracked < stats.delivered
+        assert stats.unique_clicks_human > 0 and stats.clicks_machine > 0
+        reasons = set(
+            db.session.scalars(
+                select(TrackCount.reason).where(TrackCount.campaign_id == campaign.id)
+            )
+        )
+        assert {"human", "apple_privacy_proxy", "scanner_burst"} <= reasons

@@ -507,3 +507,19 @@ def test_the_api_schedules_steers_and_reports_progress(client, db, club):
     assert client.post(f"{url}/cancel", headers=editor).get_json()["status"] == (
         "cancelled"
     )
+
+
+def test_a_finished_sends_rate_and_end_do_not_drift_afterwards(db, club):
+    add_members(db, club, 4)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    for row in db.session.scalars(select(SendLog).filter_by(campaign_id=campaign.id)):
+        row.status, row.sent_at = SendStatus.SENT, NOW + timedelta(seconds=2)
+    sending.change_status(campaign, CampaignStatus.SENT)
+    campaign.sent_at = NOW + timedelta(seconds=2)
+    db.session.commit()
+
+    for later in (timedelta(seconds=3), timedelta(days=30)):
+        state = sending.progress(db.session, campaign, now=NOW + later)
+        assert state.rate_per_s == pytest.approx(2.0)  # 4 mails in 2 seconds
+        assert state.expected_end == NOW + timedelta(seconds=2)

@@ -130,3 +130,31 @@ def test_three_senders_at_once_never_send_anyone_two_mails(
     # Each sender really took part.
     sessions = smtp_server.sessions
     assert sessions >= 3
+
+
+def test_the_scheduler_sends_with_a_second_process_beside_its_own(
+    app_config, smtp_server, db, club
+):
+    import scheduler
+    from klubpost import create_app
+
+    smtp_server.delay = 0.03  # long enough for the second process to join in
+    campaign = _scheduled_campaign(db, club)
+    app = create_app(
+        {
+            **app_config,
+            "MAIL_URL": f"smtp://127.0.0.1:{smtp_server.port}",
+            "SEND_PROCESSES": 2,
+            "SEND_CONNECTIONS": 1,
+            "SEND_BATCH_SIZE": BATCH,
+        }
+    )
+
+    scheduler.send_campaigns(app)
+
+    counts = _received(smtp_server)
+    assert len(counts) == MEMBERS and set(counts.values()) == {1}
+    # One connection each: the scheduler's own and its helper process's.
+    assert smtp_server.sessions == 2
+    db.session.expire_all()
+    assert campaign.status is CampaignStatus.SENT

@@ -194,3 +194,73 @@ def test_the_web_version_and_test_mails_are_never_tracked(app, db, smtp_server, 
     (message,) = smtp_server.messages
     html = message.get_body(("html",)).get_content()
     assert "/c/" not in html and not PIXEL_URL.search(html)
+
+
+def test_links_that_moved_after_sending_started_stay_plain_never_go_elsewhere(
+    app, db, smtp_server
+):
+    from sqlalchemy.orm.attributes import flag_modified
+
+    club = _club(db, tracking_consent_required=False)
+    add_member(db, club, "anna", tracking=True)
+    campaign = make_tracked_campaign(db, club)
+    start(db, campaign)
+    # The content changes under the running send (say an event it shows was
+    # edited): a new link now comes first and every other one moves down.
+    first = {"type": "button", "label": "Ny", "url": "https://b.example/ny"}
+    campaign.blocks = [first, *campaign.blocks]
+    flag_modified(campaign, "blocks")
+    db.session.commit()
+    sending.Sender(app, connections=1).run()
+
+    html, _text = _mail(smtp_server, "anna")
+    stored = {link.id: link for link in links_of(db, campaign)}
+    anchors = re.findall(r'<a\b[^>]*href="([^"]+)"[^>]*>(.*?)</a>', html, re.S)
+    assert ("https://b.example/ny", "Ny") in [
+        (href, re.sub(r"<[^>]+>", "", text).strip()) for href, text in anchors
+    ]  # the new link: plain
+    for href, text in anchors:
+        if match := CLICK_URL.match(href.replace("&amp;", "&")):
+            link_id, _send = signer().read_click(match.group(1)[3:])
+            link = stored[link_id]
+            # A tracked link still leads where its text says, or it is the
+            # invisible honeypot.
+            label = re.sub(r"<[^>]+>", "", text).strip()
+            assert link.label == label or (link.honeypot and not label)
+
+
+def test_a_campaign_that_cannot_start_is_a_draft_again_and_others_start(
+    app, db, smtp_server, monkeypatch
+):
+    from tracking import mail as tracking_mail
+
+    club = _club(db)
+    good = make_tracked_campaign(db, club)
+    bad = make_tracked_campaign(db, club, subject="Kan ikke starte")
+    store = tracking_mail.store_links
+
+    def failing(session, campaign_id, *args):
+        if campaign_id == bad.id:  # e.g. the database refuses one of its links
+            raise RuntimeError("refused")
+        return store(session, campaign_id, *args)
+
+    monkeypatch.setattr(tracking_mail, "store_links", failing)
+    now = sending.utcnow()
+    for campaign in (bad, good):
+        sending.schedule(campaign, sending.ScheduleMode.NOW, now=now)
+    db.session.commit()
+    started = sending.start_due(db.session, now=now)
+    db.session.expire_all()
+    assert started == [good.id]
+    assert bad.status.value == "draft" and good.status.value == "sending"
+    assert len(links_of(db, good)) > 1 and links_of(db, bad) == []
+
+
+def test_links_too_long_or_unusable_for_a_redirect_stay_plain():
+    from campaigns.rendering import LinkInfo
+    from tracking.mail import trackable
+
+    assert trackable(LinkInfo("ok", "https://b.example/x"))
+    assert not trackable(LinkInfo("long", "https://b.example/" + "x" * 2000))
+    assert not trackable(LinkInfo("bad host", "https://www..b.example/"))
+    assert not trackable(LinkInfo("bad port", "https://b.example:99999/"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 from flask import current_app
 from sqlalchemy import Boolean, ColumnElement, literal, select
 from sqlalchemy.orm import Session
+from werkzeug.urls import iri_to_uri
 
 from campaigns.rendering import CompiledNewsletter, LinkInfo
 from klubpost.links import external_url
@@ -46,9 +47,21 @@ PIXEL_HTML = (
 )
 
 
+MAX_URL = 2000  # TrackedLink.url
+
+
 def trackable(link: LinkInfo) -> bool:
-    """Whether clicks on this link go through the redirect."""
-    return link.track and link.url.lower().startswith(("http://", "https://"))
+    """Whether clicks on this link go through the redirect: an http(s) link that
+    fits the table and makes a valid redirect header (else it stays plain)."""
+    if not (link.track and link.url.lower().startswith(("http://", "https://"))):
+        return False
+    if len(link.url) > MAX_URL:
+        return False
+    try:
+        iri_to_uri(link.url).encode("ascii")
+    except (ValueError, UnicodeError):
+        return False
+    return True
 
 
 def tracked_column(club: Club) -> ColumnElement[bool]:
@@ -132,16 +145,31 @@ class MailTracking:
         return urls, html
 
 
+def _link_ids(rows, newsletter: CompiledNewsletter) -> dict[int, int]:
+    """Index in the newsletter's links -> stored link id, for the links that are
+    still what was stored when sending started. (The newsletter is rendered
+    again by each sender; if an event or template changed meanwhile, a link that
+    moved or changed stays plain rather than redirect somewhere else.)"""
+    links = newsletter.links
+    return {
+        row.position - 1: row.id
+        for row in rows
+        if not row.honeypot
+        and row.position - 1 < len(links)
+        and links[row.position - 1].url == row.url
+    }
+
+
 def mail_tracking(
-    session: Session, campaign_id: int, club: Club
+    session: Session, campaign_id: int, club: Club, newsletter: CompiledNewsletter
 ) -> MailTracking | None:
     """The campaign's tracking for its mails, or None if its mails are untracked."""
     if club.tracking_mode is TrackingMode.OFF:
         return None
     rows = session.execute(
-        select(TrackedLink.id, TrackedLink.position, TrackedLink.honeypot).where(
-            TrackedLink.campaign_id == campaign_id
-        )
+        select(
+            TrackedLink.id, TrackedLink.position, TrackedLink.honeypot, TrackedLink.url
+        ).where(TrackedLink.campaign_id == campaign_id)
     ).all()
     honeypot = next((row.id for row in rows if row.honeypot), None)
     if honeypot is None:
@@ -150,6 +178,6 @@ def mail_tracking(
         current_app.extensions["klubpost_tracking"].signer,
         campaign_id,
         club.tracking_mode,
-        {row.position - 1: row.id for row in rows if not row.honeypot},
+        _link_ids(rows, newsletter),
         honeypot,
     )
