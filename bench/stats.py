@@ -375,6 +375,17 @@ def _campaign_stats(campaign_id: int) -> None:
         ).bindparams(_timestamp("now")),
         {"campaign": campaign_id, "now": datetime.now(UTC)},
     )
+    # As the roll-up counts them: unique clicks are members (copies), not links.
+    db.session.execute(
+        text(
+            "UPDATE campaign_stats SET unique_clicks_human = (SELECT "
+            "count(clicked_at) FROM send_log WHERE campaign_id = :campaign), "
+            "unique_clicks_machine = (SELECT count(DISTINCT send_id) FROM "
+            "track_event WHERE campaign_id = :campaign AND kind = 'click' AND "
+            "NOT human) WHERE campaign_id = :campaign"
+        ),
+        {"campaign": campaign_id},
+    )
 
 
 # ------------------------------------------------------------------ timing
@@ -419,9 +430,10 @@ def check_campaign_page(html: str, campaign_id: int) -> dict:
             TrackEvent.human.is_(True),
         )
     )
+    # Unique clicks: the members (copies) with a click by a person.
     first_clicks = db.session.scalar(
         select(func.count()).select_from(
-            select(TrackEvent.send_id, TrackEvent.link_id)
+            select(TrackEvent.send_id)
             .where(
                 TrackEvent.campaign_id == campaign_id,
                 TrackEvent.kind == "click",

@@ -356,3 +356,25 @@ def test_the_scheduler_and_the_cli_roll_up_and_clean(app, db, client, club, runn
     assert EventKind.OPEN in {
         row.kind for row in db.session.scalars(select(TrackCount))
     }
+
+
+def test_a_member_who_clicks_two_links_is_one_unique_click_and_rates_stay_rates(
+    app, db, client, club
+):
+    from tracking import stats as tracking_stats
+
+    mailing = Mailing(app, db, client, club, {"anna": True})
+    mailing.open("anna")
+    mailing.click("anna", 1)
+    mailing.click("anna", 2)
+    mailing.at([timedelta(minutes=m) for m in (1, 3, 10)])
+
+    stats = mailing.roll_up()
+
+    assert (stats.clicks_human, stats.unique_clicks_human) == (2, 1)
+    # Per link, Anna is one of the members who clicked each of them.
+    assert mailing.counts()[(1, "click", "human")] == (1, 1)
+    assert mailing.counts()[(2, "click", "human")] == (1, 1)
+    summary = tracking_stats.campaign_summary(db.session, mailing.campaign)
+    assert summary.rates["click_through"] == 1.0
+    assert summary.rates["click_to_open"] == 1.0

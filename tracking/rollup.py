@@ -21,9 +21,11 @@ event it:
    as unique, there is no one to tell apart);
 4. sets the member's `SendLog.opened_at` / `clicked_at` from human hits.
 
-Then `CampaignStats` is recomputed for the campaigns that had hits, and for
-those sending or sent in the last `RECENT` days (their delivery, bounce and
-unsubscribe figures still move) when their figures are a minute old.
+Then `CampaignStats` is recomputed for the campaigns that had hits, for those
+sending or sent in the last `RECENT` days (their delivery, bounce and
+unsubscribe figures still move) when their figures are a minute old, and for
+those sent in the last `LATE` days when they are an hour old. Its unique clicks
+are members (a member who clicked two links counts once), so rates stay rates.
 
 `purge_events(session, now)` deletes raw events older than
 `TRACKING_RETENTION_DAYS` in batches, only once they are rolled up: counts,
@@ -61,6 +63,8 @@ BATCH = 5000
 CHUNK = 500  # ids per IN (...) list
 RECENT = timedelta(days=2)
 STATS_REFRESH = timedelta(seconds=60)
+LATE = timedelta(days=30)
+LATE_REFRESH = timedelta(hours=1)
 PURGE_BATCH = 10_000
 PURGE_BATCHES_PER_RUN = 20
 HONEYPOT = "honeypot_link"
@@ -393,12 +397,24 @@ def refresh_stats(
         .outerjoin(CampaignStats, CampaignStats.campaign_id == Campaign.id)
         .where(
             or_(
-                Campaign.status == CampaignStatus.SENDING,
-                Campaign.sent_at >= now - RECENT,
-            ),
-            or_(
-                CampaignStats.updated_at.is_(None),
-                CampaignStats.updated_at < now - STATS_REFRESH,
+                and_(
+                    or_(
+                        Campaign.status == CampaignStatus.SENDING,
+                        Campaign.sent_at >= now - RECENT,
+                    ),
+                    or_(
+                        CampaignStats.updated_at.is_(None),
+                        CampaignStats.updated_at < now - STATS_REFRESH,
+                    ),
+                ),
+                # Late bounces and unsubscribes still come in for weeks.
+                and_(
+                    Campaign.sent_at >= now - LATE,
+                    or_(
+                        CampaignStats.updated_at.is_(None),
+                        CampaignStats.updated_at < now - LATE_REFRESH,
+                    ),
+                ),
             ),
         )
     ).all()
@@ -413,13 +429,13 @@ def _campaign_stats(session: Session, campaign: Campaign, now: datetime) -> None
     if stats is None:
         stats = CampaignStats(campaign_id=campaign.id)
         session.add(stats)
-    by_status = dict(
-        session.execute(
-            select(SendLog.status, func.count())
-            .where(SendLog.campaign_id == campaign.id)
-            .group_by(SendLog.status)
-        ).all()
-    )
+    rows = session.execute(
+        select(SendLog.status, func.count(), func.count(SendLog.clicked_at))
+        .where(SendLog.campaign_id == campaign.id)
+        .group_by(SendLog.status)
+    ).all()
+    by_status = {status: count for status, count, _clicked in rows}
+    clickers = sum(clicked for _status, _count, clicked in rows)
     stats.recipients = sum(by_status.values())
     stats.delivered = by_status.get(SendStatus.SENT, 0)
     stats.failed = by_status.get(SendStatus.FAILED, 0)
@@ -435,6 +451,19 @@ def _campaign_stats(session: Session, campaign: Campaign, now: datetime) -> None
     )
     stats.unsubscribed = _unsubscribed(session, campaign)
     _hit_figures(session, stats)
+    # Unique clicks are people, not link clicks: members with a first (human)
+    # click; for machines, the copies with a machine click among the raw hits
+    # (kept as they were once those are purged).
+    stats.unique_clicks_human = clickers
+    machine_copies = session.scalar(
+        select(func.count(func.distinct(TrackEvent.send_id))).where(
+            TrackEvent.campaign_id == campaign.id,
+            TrackEvent.kind == EventKind.CLICK,
+            TrackEvent.human.is_(False),
+        )
+    )
+    if machine_copies or not stats.unique_clicks_machine:
+        stats.unique_clicks_machine = machine_copies or 0
     stats.updated_at = now
 
 
