@@ -131,6 +131,16 @@ def test_an_unicode_url_is_redirected_to_as_a_valid_header(client, db, club):
     assert response.headers["Location"] == "https://b.example/l%C3%A6s"
 
 
+def test_a_stored_link_that_cannot_be_a_redirect_is_a_clear_404(client, db, sent):
+    campaign, row, links = sent
+    link = next(link for link in links if not link.honeypot)
+    link.url = "https://www..b.example/"  # stored before links were checked
+    db.session.commit()
+    response = client.get(f"/c/{signer().click(link.id, row.id)}")
+    assert response.status_code == 404
+    assert "Location" not in response.headers
+
+
 @pytest.mark.parametrize(
     "path",
     [

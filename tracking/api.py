@@ -143,7 +143,7 @@ def _days() -> int:
     raw = request.args.get("days", "")
     if raw == "":
         return stats.PERIODS[1]
-    if not raw.isdigit() or int(raw) not in stats.PERIODS:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) not in stats.PERIODS:
         raise ApiError(
             422,
             "invalid",

@@ -102,7 +102,13 @@ class Tracker:
             ).first()
         if row is None:
             return None
-        return Target(row.campaign_id, iri_to_uri(row.url), row.honeypot)
+        try:
+            location = iri_to_uri(row.url)
+            location.encode("ascii")
+        except (ValueError, UnicodeError):  # stored before links were checked
+            log.warning("tracked link %s can't be a redirect", link_id)
+            return None
+        return Target(row.campaign_id, location, row.honeypot)
 
     def click(self, token: str, environ: dict[str, Any]) -> Target:
         """Record a click and say where it leads.

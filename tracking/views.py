@@ -149,7 +149,7 @@ def trends_limit() -> int:
     raw = request.args.get("limit", "")
     if raw == "":
         return stats.DEFAULT_TRENDS
-    if not raw.isdigit() or not 1 <= int(raw) <= stats.MAX_TRENDS:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= stats.MAX_TRENDS:
         abort(
             400,
             description=_(
@@ -209,7 +209,7 @@ def interest_days() -> int:
     raw = request.args.get("days", "")
     if raw == "":
         return stats.PERIODS[1]
-    if not raw.isdigit() or int(raw) not in stats.PERIODS:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) not in stats.PERIODS:
         abort(
             400,
             description=_(
