@@ -91,6 +91,8 @@ def app(app_config):
     app = create_app(app_config)
     with app.app_context():
         yield app
+        # Tracked hits are written by a background thread: let it finish first.
+        app.extensions["klubpost_tracking"].close()
         _db.session.remove()
         _db.engine.dispose()
 

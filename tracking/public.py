@@ -81,6 +81,11 @@ class Tracker:
             )
         return self._recorder
 
+    def close(self) -> None:
+        """Write the buffered hits and stop the recorder's thread (app teardown)."""
+        if self._recorder is not None:
+            self._recorder.close()
+
     def target(self, link_id: int) -> Target | None:
         """The stored link, or None; raises SQLAlchemyError if the database is away."""
         target = self._links.get(link_id)

@@ -114,6 +114,9 @@ class Recorder:
         self._closing = True
         self._wake.set()
         deadline = time.monotonic() + EXIT_FLUSH_SECONDS
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(EXIT_FLUSH_SECONDS)  # let a flush under way finish
         while self._buffer and time.monotonic() < deadline:
             try:
                 self.flush()
