@@ -139,7 +139,7 @@ def test_the_scheduler_sends_with_a_second_process_beside_its_own(
     from klubpost import create_app
     from klubpost.db import db as _db
 
-    smtp_server.delay = 0.03  # long enough for the second process to join in
+    smtp_server.delay = 0.08  # ten seconds alone: the second process joins in
     campaign = _scheduled_campaign(db, club)
     app = create_app(
         {
