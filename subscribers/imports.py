@@ -9,6 +9,7 @@ an exact row count from which it resumes: no half-done state.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import queue
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -692,7 +694,8 @@ def process_job(
 ) -> None:
     """Import a claimed job's remaining rows, one committed batch at a time."""
     try:
-        finished = _run_batches(session, job_id, owner, batch_rows)
+        with _rare_garbage_collection():
+            finished = _run_batches(session, job_id, owner, batch_rows)
     except Exception as exc:
         session.rollback()
         _sqlite_for_batches(session, False)
@@ -702,6 +705,23 @@ def process_job(
     _sqlite_for_batches(session, False)
     if finished:
         _finish(session, job_id, owner, ImportStatus.DONE, None)
+
+
+@contextmanager
+def _rare_garbage_collection() -> Iterator[None]:
+    """Let the cyclic garbage collector run rarely while a job is imported.
+
+    An import makes hundreds of thousands of small objects without cycles;
+    by default the collector walks the live batches again every 700 new
+    objects, about a fifth of the import's CPU time. Reference counting still
+    frees them at once; cycles are collected later, as usual.
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def _run_batches(session: Session, job_id: int, owner: str, batch_rows: int) -> bool:
