@@ -15,7 +15,6 @@ import logging
 import queue
 import re
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -824,7 +823,7 @@ class _ValidatedBatches:
     """
 
     def __init__(self, job: ImportJob, language: str, batch_rows: int) -> None:
-        self._records = _taking_turns(job_records(job))
+        self._records = job_records(job)
         self._skip = job.processed_rows
         self._club = SimpleNamespace(language=language)
         self._batch_rows = batch_rows
@@ -849,7 +848,7 @@ class _ValidatedBatches:
                     if not batch:
                         break
                     report = ImportReport()
-                    valid = _validate(_taking_turns(batch), self._club, report, seen)
+                    valid = _validate(batch, self._club, report, seen)
                     self._put((len(batch), valid, report))
                     size = self._batch_rows
             self._put(None)
@@ -874,20 +873,6 @@ class _ValidatedBatches:
         """Stop the reader (after the last batch, a lost lease or an error)."""
         self._stop.set()
         self._thread.join(timeout=10)
-
-
-def _taking_turns(records: Iterable[ImportRecord]) -> Iterator[ImportRecord]:
-    """The records, with a moment for the writing thread every few dozen.
-
-    The writer mostly waits on the database and then needs the GIL back for
-    a moment; a busy thread hands it over only every 5 ms (the switch
-    interval), which would add that much to each query, COPY chunk and (on
-    SQLite) row. Letting go of it every ~0.5 ms keeps both threads going.
-    """
-    for number, record in enumerate(records):
-        if not number % 32:
-            time.sleep(0)  # releases the GIL, even for no time at all
-        yield record
 
 
 def _sqlite_for_batches(session: Session, batches: bool) -> None:
