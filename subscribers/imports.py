@@ -9,15 +9,16 @@ an exact row count from which it resumes: no half-done state.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import queue
 import re
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -692,7 +693,8 @@ def process_job(
 ) -> None:
     """Import a claimed job's remaining rows, one committed batch at a time."""
     try:
-        finished = _run_batches(session, job_id, owner, batch_rows)
+        with _rare_garbage_collection():
+            finished = _run_batches(session, job_id, owner, batch_rows)
     except Exception as exc:
         session.rollback()
         _sqlite_for_batches(session, False)
@@ -702,6 +704,23 @@ def process_job(
     _sqlite_for_batches(session, False)
     if finished:
         _finish(session, job_id, owner, ImportStatus.DONE, None)
+
+
+@contextmanager
+def _rare_garbage_collection() -> Iterator[None]:
+    """Let the cyclic garbage collector run rarely while a job is imported.
+
+    An import makes hundreds of thousands of small objects without cycles;
+    by default the collector walks the live batches again every 700 new
+    objects, about a fifth of the import's CPU time. Reference counting still
+    frees them at once; cycles are collected later, as usual.
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def _run_batches(session: Session, job_id: int, owner: str, batch_rows: int) -> bool:
@@ -804,7 +823,7 @@ class _ValidatedBatches:
     """
 
     def __init__(self, job: ImportJob, language: str, batch_rows: int) -> None:
-        self._records = _taking_turns(job_records(job))
+        self._records = job_records(job)
         self._skip = job.processed_rows
         self._club = SimpleNamespace(language=language)
         self._batch_rows = batch_rows
@@ -829,7 +848,7 @@ class _ValidatedBatches:
                     if not batch:
                         break
                     report = ImportReport()
-                    valid = _validate(_taking_turns(batch), self._club, report, seen)
+                    valid = _validate(batch, self._club, report, seen)
                     self._put((len(batch), valid, report))
                     size = self._batch_rows
             self._put(None)
@@ -854,20 +873,6 @@ class _ValidatedBatches:
         """Stop the reader (after the last batch, a lost lease or an error)."""
         self._stop.set()
         self._thread.join(timeout=10)
-
-
-def _taking_turns(records: Iterable[ImportRecord]) -> Iterator[ImportRecord]:
-    """The records, with a moment for the writing thread every few dozen.
-
-    The writer mostly waits on the database and then needs the GIL back for
-    a moment; a busy thread hands it over only every 5 ms (the switch
-    interval), which would add that much to each query, COPY chunk and (on
-    SQLite) row. Letting go of it every ~0.5 ms keeps both threads going.
-    """
-    for number, record in enumerate(records):
-        if not number % 32:
-            time.sleep(0)  # releases the GIL, even for no time at all
-        yield record
 
 
 def _sqlite_for_batches(session: Session, batches: bool) -> None:
