@@ -30,7 +30,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from campaigns.models import Campaign
@@ -203,7 +203,28 @@ class Recorder:
         to_db = self._time
         params = [(c, s, lnk, k, to_db(at), h, r) for c, s, lnk, k, at, h, r in rows]
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(self._sql, params)
+            if dialect.name == "postgresql":
+                _copy(conn, params)
+            else:
+                conn.exec_driver_sql(self._sql, params)
+
+
+def _copy(conn: Connection, params: list[tuple]) -> None:
+    """COPY the rows: for the server several times cheaper than INSERTs, and the
+    server shares the machine with the workers answering the hits."""
+    import psycopg
+
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        with cursor.copy(
+            f"COPY track_event ({', '.join(HIT_COLUMNS)}) FROM STDIN"
+        ) as copy:
+            for row in params:
+                copy.write_row(row)
+    except psycopg.errors.IntegrityError as exc:
+        raise IntegrityError("COPY track_event", None, exc) from exc
+    finally:
+        cursor.close()
 
 
 def _rows_of_existing_campaigns(engine: Engine, rows: list[Hit]) -> list[Hit]:
