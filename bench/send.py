@@ -73,6 +73,7 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import Integer, delete, func, insert, literal, select, text  # noqa: E402
 
 from accounts.models import Library  # noqa: E402
+from bench.common import bench_club  # noqa: E402
 from campaigns import dkim, sending  # noqa: E402
 from campaigns.models import Campaign, SendLog, SendStatus  # noqa: E402
 from campaigns.rendering import Recipient  # noqa: E402
@@ -153,22 +154,8 @@ class Sink:
 def populate(members: int, tag: str) -> tuple[int, int]:
     """A library, a club with `members` confirmed members and the campaign draft."""
     session = db.session
-    library = Library(
-        name=f"Bench {tag}", slug=f"bench-send-{tag}", domain="bench.example.dk"
-    )
-    session.add(library)
-    session.flush()
-    club = create_club(
-        session,
-        library,
-        name="Her er debat",
-        slug="debat",
-        language="da",
-        from_name="Her er debat",
-        from_email="debat@bench.example.dk",
-        reply_to="redaktion@bench.example.dk",
-        double_opt_in=True,
-    )
+    club = bench_club("send", tag, reply_to="redaktion@bench.example.dk")
+    library = club.library
     rng = random.Random(4)
     now = utcnow()
     started = time.perf_counter()

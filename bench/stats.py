@@ -52,10 +52,10 @@ from sqlalchemy import bindparam, delete, func, select, text  # noqa: E402
 
 from accounts.models import Library, Role  # noqa: E402
 from accounts.services import create_user  # noqa: E402
+from bench.common import bench_club  # noqa: E402
 from campaigns.models import Campaign, CampaignStatus, SendLog  # noqa: E402
 from klubpost import create_app  # noqa: E402
 from klubpost.db import UTCDateTime, db  # noqa: E402
-from subscribers.services import create_club  # noqa: E402
 from tracking.models import TrackedLink, TrackEvent  # noqa: E402
 from tracking.rollup import roll_up  # noqa: E402
 
@@ -113,22 +113,8 @@ def _timestamp(name: str):
 def populate(members: int, campaigns: int, events: int, tag: str) -> dict:
     """The library, club, members, sent campaigns, send log and raw events."""
     session = db.session
-    library = Library(
-        name=f"Bench {tag}", slug=f"bench-stats-{tag}", domain="bench.example.dk"
-    )
-    session.add(library)
-    session.flush()
-    club = create_club(
-        session,
-        library,
-        name="Her er debat",
-        slug="debat",
-        language="da",
-        from_name="Her er debat",
-        from_email="debat@bench.example.dk",
-        reply_to=None,
-        double_opt_in=True,
-    )
+    club = bench_club("stats", tag)
+    library = club.library
     user = create_user(
         session,
         email=f"staff.{tag}@bench.example.dk",

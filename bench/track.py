@@ -59,6 +59,7 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import Integer, delete, func, insert, literal, select  # noqa: E402
 
 from accounts.models import Library  # noqa: E402
+from bench.common import bench_club  # noqa: E402
 from campaigns.models import (  # noqa: E402
     Campaign,
     CampaignKind,
@@ -69,7 +70,6 @@ from campaigns.models import (  # noqa: E402
 from klubpost import create_app  # noqa: E402
 from klubpost.db import db, utcnow  # noqa: E402
 from subscribers.models import Membership, MembershipStatus, Subscriber  # noqa: E402
-from subscribers.services import create_club  # noqa: E402
 from tracking.models import TrackedLink, TrackEvent, TrackingMode  # noqa: E402
 from tracking.tokens import TokenSigner  # noqa: E402
 
@@ -129,23 +129,8 @@ def populate(members: int, tag: str) -> tuple[int, int, list[int], list[int]]:
     Returns (library id, campaign id, tracked link ids, send-log ids).
     """
     session = db.session
-    library = Library(
-        name=f"Bench {tag}", slug=f"bench-track-{tag}", domain="bench.example.dk"
-    )
-    session.add(library)
-    session.flush()
-    club = create_club(
-        session,
-        library,
-        name="Her er debat",
-        slug="debat",
-        language="da",
-        from_name="Her er debat",
-        from_email="debat@bench.example.dk",
-        reply_to=None,
-        double_opt_in=True,
-        tracking_consent_required=False,
-    )
+    club = bench_club("track", tag, tracking_consent_required=False)
+    library = club.library
     club.tracking_mode = TrackingMode.INDIVIDUAL
     now = utcnow()
     session.execute(

@@ -1,0 +1,32 @@
+"""What the benchmarks share: their own library and debate club, made and gone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accounts.models import Library
+from klubpost.db import db
+from subscribers.models import Club
+from subscribers.services import create_club
+
+
+def bench_club(bench: str, tag: str, **club: Any) -> Club:
+    """A library of its own for one run of a benchmark, with a debate club
+    (`club` overrides the club's settings). Deleting the library removes all."""
+    session = db.session
+    library = Library(
+        name=f"Bench {tag}", slug=f"bench-{bench}-{tag}", domain="bench.example.dk"
+    )
+    session.add(library)
+    session.flush()
+    settings = {
+        "name": "Her er debat",
+        "slug": "debat",
+        "language": "da",
+        "from_name": "Her er debat",
+        "from_email": "debat@bench.example.dk",
+        "reply_to": None,
+        "double_opt_in": True,
+        **club,
+    }
+    return create_club(session, library, **settings)
