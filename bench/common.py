@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import sys
 from typing import Any
 
 from accounts.models import Library
@@ -30,3 +32,15 @@ def bench_club(bench: str, tag: str, **club: Any) -> Club:
         **club,
     }
     return create_club(session, library, **settings)
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr; stdout's last line is the JSON result."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -73,7 +73,7 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import Integer, delete, func, insert, literal, select, text  # noqa: E402
 
 from accounts.models import Library  # noqa: E402
-from bench.common import bench_club  # noqa: E402
+from bench.common import bench_club, free_port, log  # noqa: E402
 from campaigns import dkim, sending  # noqa: E402
 from campaigns.models import Campaign, SendLog, SendStatus  # noqa: E402
 from campaigns.rendering import Recipient  # noqa: E402
@@ -94,19 +94,7 @@ FIRST = ["Anna", "Bo", "Carla", "Dirk", "Emma", "Frederik", "Greta", "Hans", "Id
 LAST = ["Jensen", "de Vries", "Nielsen", "Bakker", "Hansen", "Visser", "Sørensen"]
 
 
-def log(message: str) -> None:
-    """Progress goes to stderr; stdout's last line is the JSON result."""
-    print(message, file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------ the sink
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Sink:

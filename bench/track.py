@@ -59,7 +59,7 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import Integer, delete, func, insert, literal, select  # noqa: E402
 
 from accounts.models import Library  # noqa: E402
-from bench.common import bench_club  # noqa: E402
+from bench.common import bench_club, free_port, log  # noqa: E402
 from campaigns.models import (  # noqa: E402
     Campaign,
     CampaignKind,
@@ -106,18 +106,6 @@ def app(environ, start_response):
     start_response("200 OK", HEADERS)
     return [GIF]
 """
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; stdout's last line is the JSON result."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------ data
