@@ -94,6 +94,42 @@ def test_keys_rotate_without_breaking_links_already_sent():
     assert after.read_click(derived) == (5, 6)
 
 
+def test_tokens_in_itsdangerous_general_format_read_the_same():
+    """Our tokens are itsdangerous' URL-safe format: one that library made with
+    the same key and salt reads the same (even with JSON spacing), and a validly
+    signed token carrying anything but two ids is refused."""
+    import json
+
+    from itsdangerous import Signer, URLSafeSerializer
+    from itsdangerous.encoding import base64_encode
+
+    from tracking.tokens import tracking_keys
+
+    class SpacedJSON:
+        dumps = staticmethod(json.dumps)  # "[42, 7]"
+        loads = staticmethod(json.loads)
+
+    keys = list(tracking_keys(CONFIG))
+    salt = "klubpost.track.click"
+    general = URLSafeSerializer(keys, salt=salt)
+    tokens = TokenSigner(CONFIG)
+    assert general.dumps([42, 7]) == tokens.click(42, 7)  # the same bytes
+    spaced = URLSafeSerializer(keys, salt=salt, serializer=SpacedJSON).dumps([42, 7])
+    assert spaced != tokens.click(42, 7)
+    assert tokens.read_click(spaced) == (42, 7)
+    odd = ([42], [42, 7, 1], ["42", 7], [0, 7], [-1, 7], [True, 7], [2**63, 7], {})
+    for payload in odd:
+        with pytest.raises(InvalidToken):
+            tokens.read_click(general.dumps(payload))
+    signer = Signer(keys, salt=salt)
+    for raw in (b"[042,7]", b"[42,7", b"\xff"):  # signed, but no JSON ids
+        with pytest.raises(InvalidToken):
+            tokens.read_click(signer.sign(base64_encode(raw)).decode())
+    stranger = URLSafeSerializer(["stranger"], salt=salt)
+    with pytest.raises(InvalidToken):
+        tokens.read_click(stranger.dumps([42, 7]))
+
+
 # ----------------------------------------------------------------- click
 
 
