@@ -407,6 +407,9 @@ def main() -> None:
             (workdir / "rotate.lua").write_text(LUA)
             write_paths(workdir / "paths", campaign_id, links, sends, args.tokens)
             write_warm_up(workdir / "warm", campaign_id, links)
+            # No transaction of ours stays open under load: on SQLite it would
+            # stop the workers' WAL checkpoints, on PostgreSQL hold back vacuum.
+            db.session.commit()
             result.update(service_phase(url, args, workdir, campaign_id))
             result.update(bare_phase(args, workdir))
             result["load_after"] = os.getloadavg()[0]
