@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from accounts.models import Library, User
-from klubpost.db import db, str_enum, utcnow
+from klubpost.db import NEVER_REUSE_IDS, db, str_enum, utcnow
 from subscribers.models import Club
 
 
@@ -101,7 +101,10 @@ class Event(db.Model):
     """Something happening at a library: a reading, a debate, a première."""
 
     __tablename__ = "event"
-    __table_args__ = (Index("ix_event_library_starts", "library_id", "starts_at"),)
+    __table_args__ = (
+        Index("ix_event_library_starts", "library_id", "starts_at"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     library_id: Mapped[int] = mapped_column(
@@ -168,6 +171,7 @@ class Campaign(db.Model):
             "template_key IS NULL OR template_id IS NULL", name="one_template"
         ),
         Index("ix_campaign_club_status", "club_id", "status", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -248,6 +252,7 @@ class SendLog(db.Model):
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),
         Index("ix_send_log_work", "campaign_id", "status", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -67,6 +67,12 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 
+# Table options of every table whose ids go into signed links, which never
+# expire: SQLite otherwise gives a new row the id of the newest deleted one,
+# and an erased person's old link would open someone else's data. PostgreSQL
+# sequences never go back. Migration 0014 made the existing tables so.
+NEVER_REUSE_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from accounts.models import Library, User
-from klubpost.db import db, str_enum, utcnow
+from klubpost.db import NEVER_REUSE_IDS, db, str_enum, utcnow
 from tracking.models import TrackingMode
 
 LANGUAGES = ("da", "nl", "en")
@@ -28,7 +28,7 @@ class Club(db.Model):
     """A member club of a library (VIP, family, debate...): one mailing list."""
 
     __tablename__ = "club"
-    __table_args__ = (UniqueConstraint("library_id", "slug"),)
+    __table_args__ = (UniqueConstraint("library_id", "slug"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     library_id: Mapped[int] = mapped_column(
@@ -83,7 +83,7 @@ class Subscriber(db.Model):
     """A person known to a library, unique per library by e-mail address."""
 
     __tablename__ = "subscriber"
-    __table_args__ = (UniqueConstraint("library_id", "email_key"),)
+    __table_args__ = (UniqueConstraint("library_id", "email_key"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     library_id: Mapped[int] = mapped_column(
@@ -150,6 +150,7 @@ class Membership(db.Model):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "club_id"),
         Index("ix_membership_club_status", "club_id", "status", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

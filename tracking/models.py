@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from klubpost.db import db, str_enum, utcnow
+from klubpost.db import NEVER_REUSE_IDS, db, str_enum, utcnow
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -44,7 +44,7 @@ class TrackedLink(db.Model):
     """One link of a sent campaign, in the order it appears in the newsletter."""
 
     __tablename__ = "tracked_link"
-    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "position"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(

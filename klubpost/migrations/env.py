@@ -89,12 +89,38 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_foreign_keys(connection, enforce=False)
         context.configure(
             connection=connection, target_metadata=get_metadata(), **conf_args
         )
 
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite:
+                _check_sqlite_foreign_keys(connection)
+        if sqlite:
+            _sqlite_foreign_keys(connection, enforce=True)
+
+
+def _sqlite_foreign_keys(connection, enforce):
+    """Switch SQLite's foreign key enforcement for this connection.
+
+    Batch migrations rebuild a table by copying it and dropping the old one;
+    with enforcement on, that DROP deletes (ON DELETE CASCADE) or orphans the
+    rows of every table that refers to it. SQLite ignores the pragma inside a
+    transaction, so it is set before the migrations begin one.
+    """
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if enforce else 'OFF'}")
+    connection.commit()
+
+
+def _check_sqlite_foreign_keys(connection):
+    """Refuse to commit migrations that left a row pointing at nothing."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise RuntimeError(f"migrations broke foreign keys: {broken[:10]}")
 
 
 if context.is_offline_mode():
