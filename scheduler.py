@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from klubpost.config import environment_for
 from klubpost.db import db
-from klubpost.mail import deliver_queued
+from klubpost.mail import deliver_queued, purge_done_mail
 
 log = logging.getLogger("klubpost.scheduler")
 
@@ -27,7 +27,8 @@ TICK_SECONDS = 2
 
 
 def tick(app: Flask) -> None:
-    """One round: send queued single mails, run queued imports, roll up tracking."""
+    """One round: send queued single mails, run queued imports, roll up tracking,
+    delete what is past its retention period."""
     from subscribers.imports import run_pending_imports
     from subscribers.mails import queue_import_confirmations
     from tracking.rollup import purge_events, roll_up
@@ -39,6 +40,7 @@ def tick(app: Flask) -> None:
             queue_import_confirmations(db.session)
             roll_up(db.session)
             purge_events(db.session)
+            purge_done_mail(db.session)
         finally:
             db.session.remove()
 

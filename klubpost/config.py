@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     # Tracking (tracking/): raw hits are kept this long, then only the counts;
     # the recorder writes its buffer this often and holds at most this many hits.
     "TRACKING_RETENTION_DAYS": 396,
+    # Single mails (confirmations, test sends) hold a name and a working link:
+    # once sent or given up on, they are deleted after this many days.
+    "MAIL_RETENTION_DAYS": 30,
     "TRACKING_FLUSH_SECONDS": 0.2,
     "TRACKING_BUFFER_MAX": 100_000,
     # Bounces and complaints (campaigns/bounces.py): where reports arrive (an
@@ -62,6 +65,7 @@ INT_ENV_KEYS = (
     "SEND_RATE_PER_SECOND",
     "SEND_RATE_PER_HOUR",
     "TRACKING_RETENTION_DAYS",
+    "MAIL_RETENTION_DAYS",
     "BOUNCE_POLL_SECONDS",
     "BOUNCE_SOFT_LIMIT",
     "BOUNCE_SOFT_WINDOW_DAYS",

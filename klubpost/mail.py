@@ -17,7 +17,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flask import current_app
-from sqlalchemy import ForeignKey, LargeBinary, String, Text, select
+from sqlalchemy import ForeignKey, LargeBinary, String, Text, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from klubpost.db import db, str_enum, utcnow
@@ -259,3 +259,23 @@ def deliver_one(
     mail.status = MailStatus.SENT
     mail.sent_at = now
     return True
+
+
+def purge_done_mail(session: Session, now: datetime | None = None) -> int:
+    """Delete single mails sent or given up on before the retention period. Commits.
+
+    A confirmation mail holds the person's name and a working link; once it
+    went (or never will), nothing needs it for long.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(days=current_app.config["MAIL_RETENTION_DAYS"])
+    deleted = session.execute(
+        delete(QueuedMail)
+        .where(
+            QueuedMail.status.in_([MailStatus.SENT, MailStatus.FAILED]),
+            QueuedMail.created_at < cutoff,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    return deleted

@@ -14,16 +14,21 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from flask_babel import gettext as _
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from accounts.models import Library
+from campaigns.models import BounceEvent
 from klubpost.db import utcnow
+from klubpost.mail import OutboxMessage, QueuedMail
+from subscribers.mails import ascii_address
 from subscribers.models import (
     LANGUAGES,
     MEMBERSHIP_TRANSITIONS,
     Club,
     ConsentText,
+    ImportIssue,
+    ImportJob,
     Membership,
     MembershipStatus,
     Subscriber,
@@ -532,8 +537,55 @@ def erase(session: Session, subscriber: Subscriber) -> None:
     )
     if not exists:
         session.add(Suppression(library_id=subscriber.library_id, email_hash=digest))
+    _erase_address_traces(session, subscriber)
     session.delete(subscriber)
     session.flush()
+
+
+def _erase_address_traces(session: Session, subscriber: Subscriber) -> None:
+    """Remove the address from the rows that hold it without naming the person.
+
+    Single mails to it (a confirmation carries the first name and a working
+    link; one still queued would even go out) and the dev outbox's copies are
+    deleted. Import problems and bounce reports keep their row for the
+    figures, without the address (bounces that matched a copy of ours go with
+    the person already). Bounces no copy matched belong to no library: the
+    address is blanked there too.
+    """
+    library_id = subscriber.library_id
+    addresses = sorted({subscriber.email_key, ascii_address(subscriber.email).lower()})
+    session.execute(
+        delete(QueuedMail).where(
+            QueuedMail.library_id == library_id,
+            func.lower(QueuedMail.recipient).in_(addresses),
+        )
+    )
+    session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.library_id == library_id,
+            func.lower(OutboxMessage.recipients).in_(addresses),
+        )
+    )
+    library_jobs = select(ImportJob.id).join(Club).where(Club.library_id == library_id)
+    session.execute(
+        update(ImportIssue)
+        .where(
+            ImportIssue.job_id.in_(library_jobs),
+            func.lower(func.trim(ImportIssue.email)).in_(addresses),
+        )
+        .values(email="")
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(BounceEvent)
+        .where(
+            or_(BounceEvent.library_id == library_id, BounceEvent.library_id.is_(None)),
+            func.lower(func.trim(BounceEvent.email)).in_(addresses),
+        )
+        # The diagnostic usually quotes the address.
+        .values(email="", diagnostic="")
+        .execution_options(synchronize_session=False)
+    )
 
 
 def lift_suppression(session: Session, subscriber: Subscriber) -> None:
