@@ -505,8 +505,8 @@ def members(club_id: int):
 def add_member(club_id: int):
     """Add a known subscriber or an address to a club, recording consent.
 
-    Without `consent_given`, a double opt-in club's new member is unconfirmed and
-    gets the confirmation mail, as when added on the web.
+    Without `consent_given`, the new member is unconfirmed and gets the
+    confirmation mail (in any club), as when added on the web.
     """
     user = jsonapi.require_role(Role.EDITOR)
     club = _get(Club, club_id)
@@ -659,7 +659,7 @@ def create_import(club_id: int):
     job.processed_rows = job.total_rows
     job.status = ImportStatus.DONE
     job.finished_at = utcnow()
-    if not consent_given and club.double_opt_in and result.counts[IMPORTED]:
+    if not consent_given and result.counts[IMPORTED]:
         # The scheduler queues the mails (subscribers.mails): building thousands
         # of them here would keep the client waiting for minutes.
         report.counts[CONFIRMATIONS_PENDING] = result.counts[IMPORTED]

@@ -68,6 +68,7 @@ from subscribers.services import (
     MAX_ATTRIBUTE_LENGTH,
     InvalidAddress,
     SubscriberError,
+    added_by_source,
     clean_attributes,
     current_consent_text,
     normalize_email,
@@ -150,9 +151,9 @@ def import_records(
     """Add a batch of people to a club. Flushes, does not commit.
 
     `seen` carries the addresses of earlier batches of the same file, so
-    duplicates across batches are reported too. With `consent_given` (or a club
-    without double opt-in) members are confirmed; otherwise they are unconfirmed
-    and must confirm by mail.
+    duplicates across batches are reported too. With `consent_given` members are
+    confirmed; otherwise they are unconfirmed and must confirm by mail (in any
+    club: single opt-in is for the person's own sign-up only).
     """
     seen = set() if seen is None else seen
     report = ImportReport()
@@ -355,8 +356,13 @@ def _insert_memberships(
     source: str,
     job_id: int | None,
 ) -> None:
-    """Insert the new memberships of a batch, each with its consent record."""
-    confirmed = consent_given or not club.double_opt_in
+    """Insert the new memberships of a batch, each with its consent record.
+
+    Without consent given they wait for the confirmation mail, whatever the
+    club's setting: single opt-in is for the person's own sign-up only.
+    """
+    confirmed = consent_given
+    source = added_by_source(source, consent_given)
     status = (
         MembershipStatus.CONFIRMED if confirmed else MembershipStatus.UNCONFIRMED
     ).value
@@ -937,7 +943,7 @@ def _finish(
 
     job = session.get(ImportJob, job_id, populate_existing=True)
     counts = dict(job.counts or {})
-    if not job.consent_given and job.club.double_opt_in and counts.get(IMPORTED):
+    if not job.consent_given and counts.get(IMPORTED):
         counts[CONFIRMATIONS_PENDING] = counts[IMPORTED]
     session.execute(
         update(ImportJob)

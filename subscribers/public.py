@@ -106,6 +106,7 @@ def _sign_up(club: Club, form: SubscribeForm) -> None:
             subscriber,
             source=f"form:{club.slug}",
             tracking_consent=bool(form.tracking_consent.data),
+            own_sign_up=True,
             ip=request.remote_addr,
         )
     except services.AlreadyExists:

@@ -415,13 +415,17 @@ def join_club(
     source: str,
     tracking_consent: bool = False,
     consent_given: bool = False,
+    own_sign_up: bool = False,
     ip: str | None = None,
 ) -> Membership:
     """Make (or renew) a subscriber's membership of a club, recording consent.
 
-    With `consent_given` (an editor or import vouching for consent given elsewhere,
-    or a club without double opt-in) the membership is confirmed at once; otherwise
-    it waits, unconfirmed, for the person to click the link in a confirmation mail.
+    With `consent_given` (an editor or import vouching for consent given elsewhere)
+    the membership is confirmed at once; otherwise it waits, unconfirmed, for the
+    person to click the link in a confirmation mail. A club without double opt-in
+    skips that mail only for the person's `own_sign_up` on its form: someone
+    else typing an address in proves nothing about its owner's wish. Unless it
+    is the person's own, the consent source says which of the two happened.
     """
     now = utcnow()
     membership = session.scalar(
@@ -431,7 +435,9 @@ def join_club(
     )
     if membership is not None and membership.status == MembershipStatus.CONFIRMED:
         raise AlreadyExists(_("Already a confirmed member of this club."), "email")
-    confirmed = consent_given or not club.double_opt_in
+    confirmed = consent_given or (own_sign_up and not club.double_opt_in)
+    if not own_sign_up:
+        source = added_by_source(source, consent_given)
     if membership is None:
         membership = Membership(subscriber=subscriber, club=club)
         session.add(membership)
@@ -448,6 +454,15 @@ def join_club(
     membership.ip_truncated = truncate_ip(ip) if club.library.record_ip else None
     session.flush()
     return membership
+
+
+def added_by_source(origin: str, consent_given: bool) -> str:
+    """The consent source of a member added by someone else (staff, API, import).
+
+    It names who added them and how consent is had: vouched for by that person
+    (given elsewhere, e.g. on paper), or still to come from the confirmation mail.
+    """
+    return f"{origin}:{'consent-given' if consent_given else 'confirm-by-mail'}"
 
 
 def change_status(membership: Membership, status: MembershipStatus) -> None:
@@ -638,6 +653,7 @@ def update_preferences(
                 source="preferences",
                 tracking_consent=club.id in tracking,
                 consent_given=True,
+                own_sign_up=True,
             )
         elif not wanted and active:
             unsubscribe(membership)

@@ -450,7 +450,7 @@ def test_member_added_unconfirmed_gets_the_confirmation_mail(
     member = response.get_json()
     assert member["status"] == "unconfirmed" and member["confirmation_sent"] is True
     assert member["tracking_consent"] is True
-    assert member["consent"]["source"] == f"api:{users[Role.EDITOR].id}"
+    assert member["consent"]["source"] == f"api:{users[Role.EDITOR].id}:confirm-by-mail"
     assert member["consent"]["consent_text_version"] == 1
 
     (mail,) = smtp_server.messages

@@ -28,7 +28,13 @@ def test_export_has_status_consent_attributes_and_neutralised_formulas(client, d
     )
     bo = make_subscriber(db, library, "bo@example.dk", last_name="-Bo", attributes={})
     join_club(
-        db.session, club, ane, source="form", tracking_consent=True, consent_given=True
+        db.session,
+        club,
+        ane,
+        source="form",
+        tracking_consent=True,
+        consent_given=True,
+        own_sign_up=True,
     )
     unsubscribe(join_club(db.session, club, bo, source="staff:1", consent_given=True))
     other = make_club(db, library, slug="vip")

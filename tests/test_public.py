@@ -251,7 +251,14 @@ def test_download_my_data_and_erase_me(client, db):
     subscriber = make_subscriber(
         db, library, first_name="Ida", attributes={"branch": "Lind"}
     )
-    join_club(db.session, club, subscriber, source="form:debat", consent_given=True)
+    join_club(
+        db.session,
+        club,
+        subscriber,
+        source="form:debat",
+        consent_given=True,
+        own_sign_up=True,
+    )
     db.session.commit()
     token = sign("manage", subscriber.id)
     data = client.get(f"/preferences/{token}/data.json")

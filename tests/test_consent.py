@@ -1,0 +1,161 @@
+"""Who may confirm a membership: the person, or staff vouching for consent.
+
+Single opt-in (no confirmation mail) is for a person's own sign-up on the
+club's form; people added by staff, the API or an import without consent
+given wait for the confirmation mail in every club.
+"""
+
+import io
+
+import pytest
+from sqlalchemy import select
+
+from accounts.models import Role
+from accounts.services import issue_token
+from conftest import (
+    confirm_from_mail,
+    csrf_token,
+    login,
+    make_club,
+    make_library,
+    make_user,
+    outbox_messages,
+)
+from klubpost.mail import deliver_queued
+from subscribers.imports import run_pending_imports
+from subscribers.mails import queue_import_confirmations
+from subscribers.models import ImportJob, Membership, MembershipStatus
+
+
+@pytest.fixture
+def single(db):
+    """A library with a club without double opt-in, and its editor."""
+    library = make_library(db)
+    club = make_club(db, library, double_opt_in=False)
+    return club, make_user(db, library, Role.EDITOR)
+
+
+def _api(client, db, user):
+    _token, clear = issue_token(db.session, user, "test")
+    db.session.commit()
+    headers = {"Authorization": f"Bearer {clear}"}
+
+    def call(method, url, body):
+        return client.open(url, method=method, headers=headers, json=body)
+
+    return call
+
+
+def _memberships(db):
+    db.session.expire_all()
+    return db.session.scalars(select(Membership).order_by(Membership.id)).all()
+
+
+def test_web_import_without_consent_into_a_single_opt_in_club_waits_for_mail(
+    client, db, single
+):
+    club, editor = single
+    login(client, editor)
+    url = f"/clubs/{club.id}/imports"
+    client.post(
+        url,
+        data={
+            "csrf_token": csrf_token(client, url),
+            "file": (io.BytesIO(b"email\na@example.dk\n"), "members.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+    job = db.session.scalar(select(ImportJob))
+    mapping = client.get(f"{url}/{job.id}/mapping").get_data(as_text=True)
+    assert "gets a confirmation mail" in mapping
+    client.post(
+        f"{url}/{job.id}/mapping",
+        data={"role_0": "email", "consent": "no", "csrf_token": csrf_token(client)},
+    )
+    run_pending_imports(db.session)
+    (membership,) = _memberships(db)
+    assert membership.status == MembershipStatus.UNCONFIRMED
+    assert membership.confirmed_at is None
+    assert membership.consent_source == f"import:{job.id}:confirm-by-mail"
+    assert queue_import_confirmations(db.session) == 1
+    deliver_queued(db.session)
+    (mail,) = outbox_messages(db)
+    assert mail["To"] == "a@example.dk"
+    confirm_from_mail(client, mail)
+    assert _memberships(db)[0].status == MembershipStatus.CONFIRMED
+
+
+def test_api_import_without_consent_into_a_single_opt_in_club_waits_for_mail(
+    app, db, single
+):
+    club, editor = single
+    api = _api(app.test_client(), db, editor)
+    records = [{"email": "a@example.dk"}, {"email": "b@example.dk"}]
+    response = api("POST", f"/api/clubs/{club.id}/imports", {"records": records})
+    assert response.status_code == 201
+    assert response.get_json()["counts"]["mails_pending"] == 2
+    memberships = _memberships(db)
+    assert {m.status for m in memberships} == {MembershipStatus.UNCONFIRMED}
+    assert {m.consent_source for m in memberships} == {
+        f"api:{editor.id}:confirm-by-mail"
+    }
+    assert queue_import_confirmations(db.session) == 2
+
+
+def test_api_import_with_consent_confirms_and_says_so(app, db, single):
+    club, editor = single
+    api = _api(app.test_client(), db, editor)
+    body = {"records": [{"email": "a@example.dk"}], "consent_given": True}
+    assert api("POST", f"/api/clubs/{club.id}/imports", body).status_code == 201
+    (membership,) = _memberships(db)
+    assert membership.status == MembershipStatus.CONFIRMED
+    assert membership.consent_source == f"api:{editor.id}:consent-given"
+
+
+def test_staff_added_member_of_a_single_opt_in_club_gets_the_mail(client, db, single):
+    club, editor = single
+    login(client, editor)
+    url = f"/clubs/{club.id}/members/new"
+    response = client.post(
+        url,
+        data={
+            "email": "mette@example.dk",
+            "language": "da",
+            "csrf_token": csrf_token(client, url),
+        },
+    )
+    assert response.status_code == 302
+    (membership,) = _memberships(db)
+    assert membership.status == MembershipStatus.UNCONFIRMED
+    assert membership.consent_source == f"staff:{editor.id}:confirm-by-mail"
+    (mail,) = outbox_messages(db)
+    assert "/confirm/" in mail.get_body(("plain",)).get_content()
+
+
+def test_api_added_member_of_a_single_opt_in_club_gets_the_mail(app, db, single):
+    club, editor = single
+    api = _api(app.test_client(), db, editor)
+    response = api("POST", f"/api/clubs/{club.id}/members", {"email": "a@example.dk"})
+    assert response.status_code == 201
+    member = response.get_json()
+    assert member["status"] == "unconfirmed" and member["confirmation_sent"] is True
+    assert member["consent"]["source"] == f"api:{editor.id}:confirm-by-mail"
+    assert len(outbox_messages(db)) == 1
+
+
+def test_own_sign_up_in_a_single_opt_in_club_joins_at_once(client, db, single):
+    club, _editor = single
+    path = f"/join/{club.library.slug}/{club.slug}"
+    response = client.post(
+        path,
+        data={
+            "email": "ida@example.dk",
+            "consent": "y",
+            "csrf_token": csrf_token(client, path),
+        },
+    )
+    assert response.status_code == 200
+    (membership,) = _memberships(db)
+    assert membership.status == MembershipStatus.CONFIRMED
+    assert membership.consent_source == f"form:{club.slug}"
+    assert outbox_messages(db) == []
