@@ -580,22 +580,21 @@ def membership(membership_id: int):
 def update_membership(membership_id: int):
     """Move a membership along the allowed status changes.
 
-    Back to unconfirmed means fresh consent is needed: the confirmation mail goes
-    out again.
+    A member who left can only be re-invited (back to unconfirmed): the
+    confirmation mail goes out again, and only the person can confirm.
+    Tracking consent can be switched off here, never on (it is the person's).
     """
-    jsonapi.require_role(Role.EDITOR)
+    user = jsonapi.require_role(Role.EDITOR)
     membership = _get(Membership, membership_id)
     body = jsonapi.json_body("MembershipUpdate")
-    before = membership.status
-    if "status" in body:
-        services.change_status(membership, MembershipStatus(body["status"]))
-    if "tracking_consent" in body:
-        membership.tracking_consent = body["tracking_consent"]
-    db.session.commit()
-    sent = (
-        before != MembershipStatus.UNCONFIRMED
-        and membership.status == MembershipStatus.UNCONFIRMED
+    sent = services.staff_update_membership(
+        db.session,
+        membership,
+        by=f"api:{user.id}",
+        status=MembershipStatus(body["status"]) if "status" in body else None,
+        tracking_consent=body.get("tracking_consent"),
     )
+    db.session.commit()
     if sent:
         send_confirmation(db.session, membership)
     return jsonify(membership_json(membership, confirmation_sent=sent))

@@ -125,8 +125,9 @@ class MembershipStatus(enum.StrEnum):
 
 
 # The only status changes a membership may make. Leaving "unsubscribed" or
-# "bounced" needs fresh consent: back to unconfirmed (double opt-in) or, where
-# an editor records consent given elsewhere, straight to confirmed.
+# "bounced" needs the person's fresh consent: back to unconfirmed, and a new
+# confirmation mail (services.reinvite). Staff cannot vouch for someone who
+# withdrew; only the person's own sign-up renews such a membership directly.
 MEMBERSHIP_TRANSITIONS: dict[MembershipStatus, frozenset[MembershipStatus]] = {
     MembershipStatus.UNCONFIRMED: frozenset(
         {MembershipStatus.CONFIRMED, MembershipStatus.UNSUBSCRIBED}
@@ -134,13 +135,12 @@ MEMBERSHIP_TRANSITIONS: dict[MembershipStatus, frozenset[MembershipStatus]] = {
     MembershipStatus.CONFIRMED: frozenset(
         {MembershipStatus.UNSUBSCRIBED, MembershipStatus.BOUNCED}
     ),
-    MembershipStatus.UNSUBSCRIBED: frozenset(
-        {MembershipStatus.UNCONFIRMED, MembershipStatus.CONFIRMED}
-    ),
-    MembershipStatus.BOUNCED: frozenset(
-        {MembershipStatus.UNCONFIRMED, MembershipStatus.CONFIRMED}
-    ),
+    MembershipStatus.UNSUBSCRIBED: frozenset({MembershipStatus.UNCONFIRMED}),
+    MembershipStatus.BOUNCED: frozenset({MembershipStatus.UNCONFIRMED}),
 }
+
+# Memberships the person left (or whose address failed): see above.
+WITHDRAWN = frozenset({MembershipStatus.UNSUBSCRIBED, MembershipStatus.BOUNCED})
 
 
 class Membership(db.Model):

@@ -14,6 +14,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,7 @@ from subscribers.mails import ascii_address
 from subscribers.models import (
     LANGUAGES,
     MEMBERSHIP_TRANSITIONS,
+    WITHDRAWN,
     Club,
     ConsentText,
     ImportIssue,
@@ -437,13 +439,18 @@ def join_club(
         raise AlreadyExists(_("Already a confirmed member of this club."), "email")
     confirmed = consent_given or (own_sign_up and not club.double_opt_in)
     if not own_sign_up:
-        source = added_by_source(source, consent_given)
+        if membership is not None and needs_own_confirmation(membership):
+            if consent_given:
+                raise InvalidTransition(str(_REINVITE_ONLY), "status")
+            # As `reinvite`: tracking consent, too, must come from the person.
+            source, tracking_consent = f"{source}:{REINVITED}", False
+        else:
+            source = added_by_source(source, consent_given)
     if membership is None:
         membership = Membership(subscriber=subscriber, club=club)
         session.add(membership)
+    # A renewal is a new consent record as a whole, whatever the old status.
     target = MembershipStatus.CONFIRMED if confirmed else MembershipStatus.UNCONFIRMED
-    if membership.status != target and membership.id is not None:
-        change_status(membership, target)
     membership.status = target
     membership.consent_source = source
     membership.consent_text = current_consent_text(club)
@@ -454,6 +461,87 @@ def join_club(
     membership.ip_truncated = truncate_ip(ip) if club.library.record_ip else None
     session.flush()
     return membership
+
+
+# The consent source's ending for a member who had left and was invited again
+# by someone else: only their own confirmation can make them a member again.
+REINVITED = "re-invited"
+
+_REINVITE_ONLY = _l(
+    "This person left the club (or their address bounced): only they can "
+    "confirm again. Set them back to unconfirmed to send a new confirmation mail."
+)
+_TRACKING_IS_THEIRS = _l(
+    "Only the person can agree to tracking, on their preferences page or when "
+    "signing up. You can switch it off for them."
+)
+
+
+def needs_own_confirmation(membership: Membership) -> bool:
+    """Whether only the person may confirm this membership, not staff vouching.
+
+    True for a membership they left or whose address bounced, and for one that
+    was re-invited after that and waits for their confirmation.
+    """
+    return membership.status in WITHDRAWN or (
+        membership.status == MembershipStatus.UNCONFIRMED
+        and membership.consent_source.endswith(f":{REINVITED}")
+    )
+
+
+def reinvite(session: Session, membership: Membership, *, by: str) -> None:
+    """Start a new consent record for a withdrawn membership: pending, new mail.
+
+    The old record (confirmation, unsubscription, tracking consent) is replaced:
+    it was withdrawn, and only the person's confirmation of the new mail counts.
+    """
+    now = utcnow()
+    membership.status = MembershipStatus.UNCONFIRMED
+    membership.consent_source = f"{by}:{REINVITED}"
+    membership.consent_text = current_consent_text(membership.club)
+    membership.tracking_consent = False
+    membership.submitted_at = now
+    membership.confirmed_at = None
+    membership.unsubscribed_at = None
+    membership.ip_truncated = None
+    session.flush()
+
+
+def staff_update_membership(
+    session: Session,
+    membership: Membership,
+    *,
+    by: str,
+    status: MembershipStatus | None = None,
+    tracking_consent: bool | None = None,
+) -> bool:
+    """A change made by staff or the API; True when a confirmation mail is due.
+
+    Staff may re-invite a member who left (a new confirmation mail) but never
+    confirm them themselves. They may confirm a pending member for consent given
+    elsewhere, which the consent source then says. Tracking consent they may
+    only switch off: switching it on would claim an agreement nobody can show
+    (the person gives it with the club's tracking wording, on the form or their
+    preferences page).
+    """
+    if tracking_consent and not membership.tracking_consent:
+        raise SubscriberError(str(_TRACKING_IS_THEIRS), "tracking_consent")
+    invite = False
+    if status is not None and MembershipStatus(status) != membership.status:
+        status = MembershipStatus(status)
+        if status == MembershipStatus.CONFIRMED and needs_own_confirmation(membership):
+            raise InvalidTransition(str(_REINVITE_ONLY), "status")
+        if status == MembershipStatus.UNCONFIRMED and membership.status in WITHDRAWN:
+            reinvite(session, membership, by=by)
+            invite = True
+        else:
+            change_status(membership, status)
+            if status == MembershipStatus.CONFIRMED:
+                membership.consent_source = added_by_source(by, consent_given=True)
+    if tracking_consent is not None:
+        membership.tracking_consent = tracking_consent
+    session.flush()
+    return invite
 
 
 def added_by_source(origin: str, consent_given: bool) -> str:

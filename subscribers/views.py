@@ -275,7 +275,13 @@ def update_membership(membership_id: int):
     form.status.choices = [s.value for s in MembershipStatus]
     if form.validate_on_submit():
         try:
-            services.change_status(membership, MembershipStatus(form.status.data))
+            invite = services.staff_update_membership(
+                db.session,
+                membership,
+                by=f"staff:{acting_user().id}",
+                status=MembershipStatus(form.status.data),
+                tracking_consent=form.tracking_consent.data,
+            )
         except services.SubscriberError as exc:
             db.session.rollback()
             flash(exc.message, "error")
@@ -284,9 +290,12 @@ def update_membership(membership_id: int):
                     "subscribers.subscriber", subscriber_id=membership.subscriber_id
                 )
             )
-        membership.tracking_consent = form.tracking_consent.data
         db.session.commit()
-        flash(_("Membership saved."), "success")
+        if invite:
+            send_confirmation(db.session, membership)
+            flash(_("Invited again: a confirmation mail has been sent."), "success")
+        else:
+            flash(_("Membership saved."), "success")
     else:
         flash(_("That status is not known."), "error")
     return redirect(

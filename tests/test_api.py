@@ -520,10 +520,14 @@ def test_members_are_listed_by_status_and_changed(db, as_role, herning):
     }
     response = api("PATCH", m_url, {"status": "gone"})
     assert response.status_code == 422 and error(response)["field"] == "status"
+    # Tracking consent is the person's to give: staff cannot switch it on.
     response = api("PATCH", m_url, {"status": "unsubscribed", "tracking_consent": True})
+    assert response.status_code == 422
+    assert error(response)["field"] == "tracking_consent"
+    response = api("PATCH", m_url, {"status": "unsubscribed"})
     assert response.status_code == 200
     changed = response.get_json()
-    assert changed["status"] == "unsubscribed" and changed["tracking_consent"] is True
+    assert changed["status"] == "unsubscribed" and changed["tracking_consent"] is False
     assert changed["consent"]["unsubscribed_at"]
 
     # Back to unconfirmed needs fresh consent: the confirmation mail goes again.

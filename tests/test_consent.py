@@ -18,6 +18,7 @@ from conftest import (
     login,
     make_club,
     make_library,
+    make_subscriber,
     make_user,
     outbox_messages,
 )
@@ -25,6 +26,7 @@ from klubpost.mail import deliver_queued
 from subscribers.imports import run_pending_imports
 from subscribers.mails import queue_import_confirmations
 from subscribers.models import ImportJob, Membership, MembershipStatus
+from subscribers.services import join_club, unsubscribe
 
 
 @pytest.fixture
@@ -159,3 +161,132 @@ def test_own_sign_up_in_a_single_opt_in_club_joins_at_once(client, db, single):
     assert membership.status == MembershipStatus.CONFIRMED
     assert membership.consent_source == f"form:{club.slug}"
     assert outbox_messages(db) == []
+
+
+# ------------------------------------------- members who left: re-invite only
+
+
+@pytest.fixture
+def left(db):
+    """An unsubscribed member of a double opt-in club, and an editor."""
+    library = make_library(db)
+    club = make_club(db, library)
+    person = make_subscriber(db, library, "ida@example.dk", first_name="Ida")
+    membership = join_club(
+        db.session, club, person, source="form", consent_given=True, own_sign_up=True
+    )
+    membership.tracking_consent = True
+    unsubscribe(membership)
+    db.session.commit()
+    return membership, make_user(db, library, Role.EDITOR)
+
+
+def _post_status(client, membership, **data):
+    page = f"/subscribers/{membership.subscriber_id}"
+    data["csrf_token"] = csrf_token(client, page)
+    client.post(f"/memberships/{membership.id}", data=data)
+    return client.get(page).get_data(as_text=True)
+
+
+def test_staff_cannot_confirm_a_member_who_left_but_can_re_invite(client, db, left):
+    membership, editor = left
+    login(client, editor)
+    page = _post_status(client, membership, status="confirmed")
+    assert "only they can confirm again" in page
+    db.session.refresh(membership)
+    assert membership.status == MembershipStatus.UNSUBSCRIBED
+    assert membership.unsubscribed_at is not None
+    old_submitted = membership.submitted_at
+
+    page = _post_status(client, membership, status="unconfirmed")
+    assert "confirmation mail has been sent" in page
+    db.session.refresh(membership)
+    assert membership.status == MembershipStatus.UNCONFIRMED
+    assert membership.consent_source == f"staff:{editor.id}:re-invited"
+    assert membership.submitted_at > old_submitted
+    assert membership.unsubscribed_at is None and membership.confirmed_at is None
+    assert membership.tracking_consent is False  # withdrawn with the old record
+    (mail,) = outbox_messages(db)
+
+    # Still not theirs to confirm, even in a second step.
+    page = _post_status(client, membership, status="confirmed")
+    assert "only they can confirm again" in page
+    db.session.refresh(membership)
+    assert membership.status == MembershipStatus.UNCONFIRMED
+
+    client.get("/logout")
+    assert confirm_from_mail(client, mail).status_code == 200
+    db.session.refresh(membership)
+    assert membership.status == MembershipStatus.CONFIRMED
+
+
+def test_api_refuses_to_confirm_a_bounced_member_and_re_invites(app, db, left):
+    membership, editor = left
+    membership.status = MembershipStatus.BOUNCED
+    db.session.commit()
+    api = _api(app.test_client(), db, editor)
+    url = f"/api/memberships/{membership.id}"
+    response = api("PATCH", url, {"status": "confirmed"})
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "invalid_transition"
+    response = api("PATCH", url, {"status": "unconfirmed"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["confirmation_sent"] is True
+    assert body["consent"]["source"] == f"api:{editor.id}:re-invited"
+    assert len(outbox_messages(db)) == 1
+    assert api("PATCH", url, {"status": "confirmed"}).status_code == 409
+
+
+def test_adding_a_member_who_left_with_consent_given_is_refused(app, db, left):
+    membership, editor = left
+    api = _api(app.test_client(), db, editor)
+    url = f"/api/clubs/{membership.club_id}/members"
+    body = {"subscriber_id": membership.subscriber_id, "consent_given": True}
+    response = api("POST", url, body)
+    assert response.status_code == 409
+    db.session.refresh(membership)
+    assert membership.status == MembershipStatus.UNSUBSCRIBED
+    response = api("POST", url, {"subscriber_id": membership.subscriber_id})
+    assert response.status_code == 201
+    assert response.get_json()["consent"]["source"] == f"api:{editor.id}:re-invited"
+    assert response.get_json()["confirmation_sent"] is True
+
+
+def test_staff_confirming_a_pending_member_is_recorded_as_their_word(client, db):
+    library = make_library(db)
+    club = make_club(db, library)
+    person = make_subscriber(db, library)
+    membership = join_club(db.session, club, person, source="staff:0")
+    db.session.commit()
+    editor = make_user(db, library, Role.EDITOR)
+    login(client, editor)
+    _post_status(client, membership, status="confirmed")
+    db.session.refresh(membership)
+    assert membership.status == MembershipStatus.CONFIRMED
+    assert membership.consent_source == f"staff:{editor.id}:consent-given"
+
+
+def test_staff_may_switch_tracking_off_but_never_on(app, client, db):
+    library = make_library(db)
+    club = make_club(db, library)
+    person = make_subscriber(db, library)
+    membership = join_club(db.session, club, person, source="t", consent_given=True)
+    db.session.commit()
+    editor = make_user(db, library, Role.EDITOR)
+    login(client, editor)
+    page = _post_status(client, membership, status="confirmed", tracking_consent="y")
+    assert "Only the person can agree to tracking" in page
+    db.session.refresh(membership)
+    assert membership.tracking_consent is False
+    api = _api(app.test_client(), db, editor)
+    url = f"/api/memberships/{membership.id}"
+    response = api("PATCH", url, {"tracking_consent": True})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["field"] == "tracking_consent"
+
+    membership.tracking_consent = True
+    db.session.commit()
+    response = api("PATCH", url, {"tracking_consent": False})
+    assert response.status_code == 200
+    assert response.get_json()["tracking_consent"] is False
