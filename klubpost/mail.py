@@ -2,6 +2,8 @@
 
 Confirmation mails and test sends go through `queue_mail`: each one is a row with
 a status and a retry, tried once at once and then by the scheduler until it goes.
+Whoever sends a row claims it first (`claim_mail`), so it goes out once even
+when the immediate try and the scheduler reach it together.
 """
 
 from __future__ import annotations
@@ -17,12 +19,25 @@ from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flask import current_app
-from sqlalchemy import ForeignKey, LargeBinary, String, Text, delete, select
+from sqlalchemy import (
+    ForeignKey,
+    LargeBinary,
+    Row,
+    String,
+    Text,
+    delete,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from klubpost.db import db, str_enum, utcnow
 
 MAX_ATTEMPTS = 8
+# How long a sender holds a queued mail it claimed (claim_mail); one SMTP
+# delivery takes seconds, so a claim this old belongs to a sender that died.
+CLAIM_LEASE = timedelta(minutes=5)
 
 
 class TemporaryFailure(Exception):
@@ -234,31 +249,81 @@ def deliver_queued(
     return sent
 
 
+def claim_mail(session: Session, mail_id: int, now: datetime) -> Row | None:
+    """Take a due queued mail for sending: what to send (and the attempt's
+    number), or None if another sender has it, it went, or it is gone.
+
+    One conditional UPDATE: of two senders trying the same row (the immediate
+    try after queueing and the scheduler, or two schedulers), only one changes
+    it. The claim moves the next attempt a lease ahead, so a sender that dies
+    mid-send leaves a mail that is tried again once the lease runs out.
+    """
+    return session.execute(
+        update(QueuedMail)
+        .where(
+            QueuedMail.id == mail_id,
+            QueuedMail.status == MailStatus.QUEUED,
+            QueuedMail.next_attempt_at <= now,
+        )
+        .values(
+            attempts=QueuedMail.attempts + 1,
+            next_attempt_at=now + CLAIM_LEASE,
+        )
+        .returning(
+            QueuedMail.attempts,
+            QueuedMail.library_id,
+            QueuedMail.sender,
+            QueuedMail.recipient,
+            QueuedMail.raw,
+        )
+        .execution_options(synchronize_session=False)
+    ).first()
+
+
 def deliver_one(
     session: Session, mail: QueuedMail, now: datetime | None = None
 ) -> bool:
-    """Send one queued mail through the configured transport, recording the result."""
+    """Send one queued mail if no one else is sending it, recording the result.
+
+    The claim is committed before the mail goes, so every other sender sees it;
+    the result is left for the caller to commit. The result is written by id:
+    if the mail was deleted meanwhile (its recipient erased), nothing is left
+    to update.
+    """
     now = now or utcnow()
+    # By identity only: reading the (possibly expired) row could fail if it was
+    # deleted meanwhile; the claim reads what it needs.
+    (mail_id,) = inspect(mail).identity
+    claimed = claim_mail(session, mail_id, now)
+    session.commit()
+    if claimed is None:
+        return False
+    attempt = claimed.attempts
     transport = transport_from_url(
-        current_app.config["MAIL_URL"], session, mail.library_id
+        current_app.config["MAIL_URL"], session, claimed.library_id
     )
-    mail.attempts += 1
+    result: dict[str, object]
     try:
-        transport.send(mail.sender, [mail.recipient], mail.raw)
+        transport.send(claimed.sender, [claimed.recipient], claimed.raw)
     except TemporaryFailure as exc:
-        mail.last_error = str(exc)[:2000]
-        if mail.attempts >= MAX_ATTEMPTS:
-            mail.status = MailStatus.FAILED
+        result = {"last_error": str(exc)[:2000]}
+        if attempt >= MAX_ATTEMPTS:
+            result["status"] = MailStatus.FAILED
         else:
-            mail.next_attempt_at = now + timedelta(minutes=2**mail.attempts)
-        return False
+            result["next_attempt_at"] = now + timedelta(minutes=2**attempt)
     except PermanentFailure as exc:
-        mail.last_error = str(exc)[:2000]
-        mail.status = MailStatus.FAILED
-        return False
-    mail.status = MailStatus.SENT
-    mail.sent_at = now
-    return True
+        result = {"last_error": str(exc)[:2000], "status": MailStatus.FAILED}
+    else:
+        result = {"status": MailStatus.SENT, "sent_at": now}
+    session.execute(
+        update(QueuedMail)
+        .where(QueuedMail.id == mail_id)
+        .values(**result)
+        .execution_options(synchronize_session=False)
+    )
+    if mail in session:
+        session.expire(mail)
+    return result.get("status") == MailStatus.SENT
 
 
 def purge_done_mail(session: Session, now: datetime | None = None) -> int:
