@@ -323,6 +323,9 @@ def _validate(
                 raise SubscriberError(f"unknown language {language!r}", "language")
             if len(record.first_name) > 200 or len(record.last_name) > 200:
                 raise SubscriberError("name longer than 200 characters", "name")
+            names = record.first_name + record.last_name
+            if "\n" in names or "\r" in names:  # as every other way in refuses
+                raise SubscriberError("line break in a name", "name")
             attributes = record.attributes
             if not record.attribute_names_checked:
                 attributes = clean_attributes(attributes)

@@ -82,14 +82,20 @@ def subscribe(library_slug: str, club_slug: str):
 
 
 def _sign_up(club: Club, form: SubscribeForm) -> None:
-    """Record the sign-up; send the confirmation mail where double opt-in applies.
+    """Record the sign-up; send the confirmation mail where double opt-in applies
+    (and for an erased address, whatever the club: only its owner may undo that).
 
     The answer is the same whether or not the address was known, so the form
-    does not reveal who is a member.
+    does not reveal who is a member; nor does it say when a repeated sign-up
+    sends no mail (at most one per CONFIRMATION_INTERVAL; the page says so).
     """
     library = club.library
     address, key = services.normalize_email(form.email.data)
     subscriber = services.find_subscriber(db.session, library.id, key)
+    if subscriber is not None and services.confirmation_sent_lately(
+        db.session, club, subscriber
+    ):
+        return
     if subscriber is None:
         subscriber = services.create_subscriber(
             db.session,
@@ -112,8 +118,6 @@ def _sign_up(club: Club, form: SubscribeForm) -> None:
     except services.AlreadyExists:
         db.session.rollback()
         return
-    if membership.status == MembershipStatus.CONFIRMED:
-        services.lift_suppression(db.session, subscriber)
     db.session.commit()
     if membership.status == MembershipStatus.UNCONFIRMED:
         send_confirmation(db.session, membership)

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -437,7 +438,13 @@ def join_club(
     )
     if membership is not None and membership.status == MembershipStatus.CONFIRMED:
         raise AlreadyExists(_("Already a confirmed member of this club."), "email")
-    confirmed = consent_given or (own_sign_up and not club.double_opt_in)
+    # An erased address comes back only through a confirmed sign-up: otherwise
+    # anyone could lift someone's erasure by typing their address in.
+    confirmed = consent_given or (
+        own_sign_up
+        and not club.double_opt_in
+        and not is_suppressed(session, club.library_id, subscriber.email_key)
+    )
     if not own_sign_up:
         if membership is not None and needs_own_confirmation(membership):
             if consent_given:
@@ -542,6 +549,29 @@ def staff_update_membership(
         membership.tracking_consent = tracking_consent
     session.flush()
     return invite
+
+
+# The public form sends one address at most one confirmation mail per club in
+# this time: anyone can type in anyone's address, as often as they like.
+CONFIRMATION_INTERVAL = timedelta(minutes=10)
+
+
+def confirmation_sent_lately(
+    session: Session, club: Club, subscriber: Subscriber
+) -> bool:
+    """Whether a sign-up of this person for this club is waiting for a mail sent
+    less than CONFIRMATION_INTERVAL ago (its record is dated when it was sent)."""
+    return (
+        session.scalar(
+            select(Membership.id).where(
+                Membership.club_id == club.id,
+                Membership.subscriber_id == subscriber.id,
+                Membership.status == MembershipStatus.UNCONFIRMED,
+                Membership.submitted_at > utcnow() - CONFIRMATION_INTERVAL,
+            )
+        )
+        is not None
+    )
 
 
 def added_by_source(origin: str, consent_given: bool) -> str:

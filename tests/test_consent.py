@@ -290,3 +290,48 @@ def test_staff_may_switch_tracking_off_but_never_on(app, client, db):
     response = api("PATCH", url, {"tracking_consent": False})
     assert response.status_code == 200
     assert response.get_json()["tracking_consent"] is False
+
+
+def test_api_and_csv_imports_report_line_breaks_in_names(app, client, db, single):
+    club, editor = single
+    api = _api(app.test_client(), db, editor)
+    records = [
+        {"email": "a@example.dk", "first_name": "Ane\r\nBcc: x@evil.example"},
+        {"email": "b@example.dk", "last_name": "Holm\n"},
+        {"email": "c@example.dk", "first_name": "Carl"},
+    ]
+    body = {"records": records, "consent_given": True}
+    job = api("POST", f"/api/clubs/{club.id}/imports", body).get_json()
+    assert job["counts"] == {"imported": 1, "invalid_row": 2}
+    assert {i["row"] for i in job["issues"]} == {1, 2}
+
+    login(client, editor)
+    url = f"/clubs/{club.id}/imports"
+    csv = (
+        b"email,first_name\n"
+        b'd@example.dk,"Dora\nBcc: x@evil.example"\n'
+        b"e@example.dk,Eva\n"
+    )
+    client.post(
+        url,
+        data={
+            "csrf_token": csrf_token(client, url),
+            "file": (io.BytesIO(csv), "members.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+    job = db.session.scalars(select(ImportJob).order_by(ImportJob.id.desc())).first()
+    client.post(
+        f"{url}/{job.id}/mapping",
+        data={
+            "role_0": "email",
+            "role_1": "first_name",
+            "consent": "yes",
+            "csrf_token": csrf_token(client),
+        },
+    )
+    run_pending_imports(db.session)
+    db.session.expire_all()
+    assert job.counts["imported"] == 1 and job.counts["invalid_row"] == 1
+    page = client.get(f"{url}/{job.id}").get_data(as_text=True)
+    assert "d@example.dk" in page and "line break" in page

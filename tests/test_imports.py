@@ -162,6 +162,8 @@ def test_names_with_tabs_quotes_and_line_breaks_are_stored_exactly(db):
     library = make_library(db)
     club = make_club(db, library)
     tricky = 'Tab\there, back\\slash, "quoted"\nnew line\r\nand \\N'
+    # Names refuse line breaks (see below); attributes keep them.
+    tricky_name = 'Tab\there, back\\slash, "quoted" and \\N'
     import_records(
         db.session,
         club,
@@ -169,7 +171,7 @@ def test_names_with_tabs_quotes_and_line_breaks_are_stored_exactly(db):
             ImportRecord(
                 2,
                 "tricky@example.dk",
-                tricky,
+                tricky_name,
                 "Ø",
                 attributes={"note": tricky, "empty": ""},
             )
@@ -180,5 +182,29 @@ def test_names_with_tabs_quotes_and_line_breaks_are_stored_exactly(db):
     db.session.commit()
     db.session.expire_all()
     person = db.session.scalar(select(Subscriber))
-    assert person.first_name == tricky and person.last_name == "Ø"
+    assert person.first_name == tricky_name and person.last_name == "Ø"
     assert person.attributes == {"note": tricky, "empty": ""}
+
+
+def test_line_breaks_in_names_are_reported_per_row_as_everywhere_else(db):
+    library = make_library(db)
+    club = make_club(db, library)
+    report = import_records(
+        db.session,
+        club,
+        [
+            ImportRecord(2, "a@example.dk", "Ane\nBcc: x@evil.example"),
+            ImportRecord(3, "b@example.dk", "Bo", "Holm\r"),
+            ImportRecord(4, "c@example.dk", "Carl"),
+        ],
+        consent_given=True,
+        source="import",
+    )
+    db.session.commit()
+    assert report.counts == {"imported": 1, "invalid_row": 2}
+    assert [(i["row"], i["outcome"]) for i in report.issues] == [
+        (2, "invalid_row"),
+        (3, "invalid_row"),
+    ]
+    assert "line break" in report.issues[0]["message"]
+    assert db.session.scalars(select(Subscriber.email)).all() == ["c@example.dk"]
