@@ -180,6 +180,7 @@ def new_member(club_id: int):
     """Add a person to a club; a confirmation mail goes out unless consent is given."""
     club = get_owned(Club, club_id)
     form = NewMemberForm()
+    refused = False
     if request.method == "GET":
         form.language.data = club.language
     if form.validate_on_submit():
@@ -188,6 +189,7 @@ def new_member(club_id: int):
         except services.SubscriberError as exc:
             db.session.rollback()
             _form_error(form, exc)
+            refused = True
         else:
             if membership.status == MembershipStatus.UNCONFIRMED:
                 send_confirmation(db.session, membership)
@@ -196,7 +198,7 @@ def new_member(club_id: int):
                 flash(_("Added as a confirmed member."), "success")
             return redirect(url_for("subscribers.members", club_id=club.id))
     return render_template("subscribers/member_form.html", form=form, club=club), (
-        400 if form.errors else 200
+        400 if form.errors or refused else 200
     )
 
 

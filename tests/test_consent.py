@@ -335,3 +335,24 @@ def test_api_and_csv_imports_report_line_breaks_in_names(app, client, db, single
     assert job.counts["imported"] == 1 and job.counts["invalid_row"] == 1
     page = client.get(f"{url}/{job.id}").get_data(as_text=True)
     assert "d@example.dk" in page and "line break" in page
+
+
+def test_staff_adding_a_member_who_left_with_consent_ticked_is_told_why(
+    client, db, left
+):
+    membership, editor = left
+    login(client, editor)
+    url = f"/clubs/{membership.club_id}/members/new"
+    response = client.post(
+        url,
+        data={
+            "email": "ida@example.dk",
+            "language": "da",
+            "consent_given": "y",
+            "csrf_token": csrf_token(client, url),
+        },
+    )
+    assert response.status_code == 400
+    assert "only they can confirm again" in response.get_data(as_text=True)
+    db.session.refresh(membership)
+    assert membership.status == MembershipStatus.UNSUBSCRIBED
