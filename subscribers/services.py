@@ -779,6 +779,9 @@ def update_preferences(
             if membership.status == MembershipStatus.UNCONFIRMED:
                 change_status(membership, MembershipStatus.CONFIRMED)
             membership.tracking_consent = club.id in tracking
+    if any(m.status == MembershipStatus.CONFIRMED for m in subscriber.memberships):
+        # The link came in a mail to the address: as good as confirming it.
+        lift_suppression(session, subscriber)
     session.flush()
 
 

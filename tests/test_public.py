@@ -356,6 +356,34 @@ def test_erased_person_may_sign_up_again_themselves(client, db):
     assert db.session.scalar(select(Suppression)) is None
 
 
+def test_an_erased_person_confirming_on_the_preferences_page_lifts_the_erasure(
+    client, db
+):
+    from subscribers.services import erase
+
+    library = make_library(db)
+    club = make_club(db, library)
+    erase(db.session, make_subscriber(db, library))
+    db.session.commit()
+    _subscribe(client, "/join/herning/debat", email="anna@example.dk", consent="y")
+    (mail,) = outbox_messages(db)
+    path = next(u for u in links_in(mail) if "/preferences/" in u).removeprefix(BASE)
+    assert db.session.scalar(select(Suppression)) is not None
+    response = client.post(
+        path,
+        data={
+            "first_name": "Anna",
+            "last_name": "",
+            "language": "da",
+            f"club-{club.id}": "y",
+            "csrf_token": csrf_token(client, path),
+        },
+    )
+    assert response.status_code == 200
+    assert db.session.scalar(select(Membership)).status == MembershipStatus.CONFIRMED
+    assert db.session.scalar(select(Suppression)) is None
+
+
 def test_public_pages_speak_the_clubs_language(client, db):
     library = make_library(db, slug="utrecht", language="nl")
     make_club(db, library, slug="debat", language="nl")
