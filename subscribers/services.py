@@ -29,6 +29,7 @@ from subscribers.models import (
     Subscriber,
     Suppression,
 )
+from tracking.models import TrackingMode
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 MAX_NAME = 200
@@ -162,10 +163,34 @@ def clean_club_fields(fields: dict[str, Any]) -> dict[str, Any]:
             if name == "from_email":
                 raise SubscriberError(_("A sender address is required."), name)
             out[name] = None
-    for name in ("double_opt_in", "tracking_consent_required"):
+    for name in ("double_opt_in", "tracking_consent_required", "public_archive"):
         if name in out and not isinstance(out[name], bool):
             raise SubscriberError(_("Must be true or false."), name)
+    if "tracking_mode" in out:
+        try:
+            out["tracking_mode"] = TrackingMode(out["tracking_mode"])
+        except ValueError:
+            raise SubscriberError(
+                _("Tracking must be one of off, anonymous, individual."),
+                "tracking_mode",
+            ) from None
     return out
+
+
+def _check_tracking_rule(club: Club) -> None:
+    """Counting opens and clicks per member needs their consent (EDPB: public
+    bodies can't rest it on legitimate interest), so individual tracking keeps
+    the consent rule. Anonymous counts name nobody and may go without it."""
+    if club.tracking_mode is TrackingMode.INDIVIDUAL and not (
+        club.tracking_consent_required
+    ):
+        raise SubscriberError(
+            _(
+                "Opens and clicks counted per member need each member's consent: "
+                "keep the consent rule, or count per link only."
+            ),
+            "tracking_consent_required",
+        )
 
 
 def create_club(session: Session, library: Library, **fields: Any) -> Club:
@@ -173,6 +198,7 @@ def create_club(session: Session, library: Library, **fields: Any) -> Club:
     fields = clean_club_fields(fields)
     _check_slug_free(session, library.id, fields["slug"])
     club = Club(library_id=library.id, **fields)
+    _check_tracking_rule(club)
     session.add(club)
     session.flush()
     consent, tracking = DEFAULT_CONSENT[club.language]
@@ -187,6 +213,7 @@ def update_club(session: Session, club: Club, **fields: Any) -> Club:
         _check_slug_free(session, club.library_id, fields["slug"])
     for name, value in fields.items():
         setattr(club, name, value)
+    _check_tracking_rule(club)
     session.flush()
     return club
 

@@ -21,6 +21,7 @@ from subscribers.models import (
     MembershipStatus,
     Subscriber,
 )
+from tracking.models import TrackingMode
 
 bp = Blueprint("subscribers", __name__)
 
@@ -48,6 +49,8 @@ CLUB_FIELDS = (
     "reply_to",
     "double_opt_in",
     "tracking_consent_required",
+    "tracking_mode",
+    "public_archive",
 )
 
 
@@ -79,6 +82,7 @@ def new_club():
     if request.method == "GET":
         form.double_opt_in.data = True
         form.tracking_consent_required.data = True
+        form.tracking_mode.data = TrackingMode.INDIVIDUAL.value
         form.language.data = library.language
         consent, tracking = services.DEFAULT_CONSENT[library.language]
         form.consent_text.data = consent.format(club="…")
@@ -120,7 +124,6 @@ def edit_club(club_id: int):
             services.update_club(
                 db.session, club, **{f: getattr(form, f).data for f in CLUB_FIELDS}
             )
-            club.public_archive = form.public_archive.data
             services.set_consent_text(
                 db.session, club, form.consent_text.data, form.tracking_text.data
             )
