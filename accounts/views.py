@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     abort,
@@ -44,14 +46,23 @@ def login():
 
 
 def _safe_next(target: str | None) -> str:
-    """Only follow `next` to a path on this site (no open redirect)."""
+    """Only follow `next` to a path on this site (no open redirect).
+
+    Browsers drop tabs and line breaks from a Location and read a backslash as
+    a slash, so "/\t/evil.example" would lead off-site: a target with any
+    control character, whitespace or backslash is not followed, nor one whose
+    parsed form names a scheme or host.
+    """
     if (
         target
         and target.startswith("/")
         and not target.startswith("//")
-        and "\\" not in target
+        and target.isprintable()
+        and not any(c.isspace() or c == "\\" for c in target)
     ):
-        return target
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for("subscribers.clubs")
 
 
