@@ -23,7 +23,7 @@ from accounts import services
 from accounts.forms import DkimForm, LibraryForm, LoginForm, TokenForm, UserForm
 from accounts.models import ApiToken, Library, Role, User
 from klubpost.auth import allowed_library_ids, current_library, get_owned, role_required
-from klubpost.db import db, utcnow
+from klubpost.db import db, get_by_id, utcnow
 from subscribers.models import Club
 
 bp = Blueprint("accounts", __name__)
@@ -289,7 +289,7 @@ def tokens():
 @login_required
 def revoke_token(token_id: int):
     """Revoke one of the user's own tokens."""
-    api_token = db.session.get(ApiToken, token_id)
+    api_token = get_by_id(db.session, ApiToken, token_id)
     if api_token is None or api_token.user_id != current_user.id:
         abort(404)
     services.revoke_token(api_token)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from accounts.models import Role
 from campaigns.bounces import latest_bounces
 from klubpost.auth import acting_user, current_library, get_owned, role_required
-from klubpost.db import db
+from klubpost.db import MAX_PAGE, db
 from subscribers import services
 from subscribers.forms import ClubForm, MembershipForm, NewMemberForm, SubscriberForm
 from subscribers.mails import send_confirmation
@@ -160,7 +160,7 @@ def members(club_id: int):
     club = get_owned(Club, club_id)
     query = request.args.get("q", "")
     status = request.args.get("status", "")
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
     pagination = db.paginate(
         services.search_members(db.session, club, query, status),
         page=page,
