@@ -77,8 +77,8 @@ CLUB_SETTINGS = {
         "enum": ["off", "anonymous", "individual"],
         "default": "individual",
         "description": "off: plain links, no pixel; anonymous: counts per link and "
-        "campaign naming nobody; individual: per member (needs "
-        "tracking_consent_required).",
+        "campaign naming nobody; individual: per member (with "
+        "tracking_consent_required, only members who consented).",
     },
     "public_archive": {"type": "boolean", "default": False},
     "consent_text": _text(2000),

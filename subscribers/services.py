@@ -177,20 +177,16 @@ def clean_club_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_tracking_rule(club: Club) -> None:
-    """Counting opens and clicks per member needs their consent (EDPB: public
-    bodies can't rest it on legitimate interest), so individual tracking keeps
-    the consent rule. Anonymous counts name nobody and may go without it."""
-    if club.tracking_mode is TrackingMode.INDIVIDUAL and not (
-        club.tracking_consent_required
-    ):
-        raise SubscriberError(
-            _(
-                "Opens and clicks counted per member need each member's consent: "
-                "keep the consent rule, or count per link only."
-            ),
-            "tracking_consent_required",
-        )
+def tracks_people_without_consent(club: Club) -> bool:
+    """Whether the club counts opens and clicks per member without asking them.
+
+    The club's choice to make, but public bodies can't rest tracking on
+    legitimate interest (EDPB; see docs), so the club's pages say so plainly.
+    """
+    return (
+        club.tracking_mode is TrackingMode.INDIVIDUAL
+        and not club.tracking_consent_required
+    )
 
 
 def create_club(session: Session, library: Library, **fields: Any) -> Club:
@@ -198,7 +194,6 @@ def create_club(session: Session, library: Library, **fields: Any) -> Club:
     fields = clean_club_fields(fields)
     _check_slug_free(session, library.id, fields["slug"])
     club = Club(library_id=library.id, **fields)
-    _check_tracking_rule(club)
     session.add(club)
     session.flush()
     consent, tracking = DEFAULT_CONSENT[club.language]
@@ -213,7 +208,6 @@ def update_club(session: Session, club: Club, **fields: Any) -> Club:
         _check_slug_free(session, club.library_id, fields["slug"])
     for name, value in fields.items():
         setattr(club, name, value)
-    _check_tracking_rule(club)
     session.flush()
     return club
 

@@ -101,6 +101,7 @@ def new_club():
         else:
             db.session.commit()
             flash(_("Club created."), "success")
+            _warn_about_tracking(club)
             return redirect(url_for("subscribers.members", club_id=club.id))
     return render_template("subscribers/club_form.html", form=form, club=None), (
         400 if form.errors else 200
@@ -133,10 +134,23 @@ def edit_club(club_id: int):
         else:
             db.session.commit()
             flash(_("Club saved."), "success")
+            _warn_about_tracking(club)
             return redirect(url_for("subscribers.members", club_id=club.id))
     return render_template("subscribers/club_form.html", form=form, club=club), (
         400 if form.errors else 200
     )
+
+
+def _warn_about_tracking(club: Club) -> None:
+    if services.tracks_people_without_consent(club):
+        flash(
+            _(
+                "Opens and clicks are now counted per member without asking them. "
+                "Public libraries need each member's consent for that: tick the "
+                "consent rule, or count per link only."
+            ),
+            "warning",
+        )
 
 
 @bp.post("/clubs/<int:club_id>/delete")
