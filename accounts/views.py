@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     abort,
@@ -21,7 +23,7 @@ from accounts import services
 from accounts.forms import DkimForm, LibraryForm, LoginForm, TokenForm, UserForm
 from accounts.models import ApiToken, Library, Role, User
 from klubpost.auth import allowed_library_ids, current_library, get_owned, role_required
-from klubpost.db import db, utcnow
+from klubpost.db import db, get_by_id, utcnow
 from subscribers.models import Club
 
 bp = Blueprint("accounts", __name__)
@@ -44,14 +46,23 @@ def login():
 
 
 def _safe_next(target: str | None) -> str:
-    """Only follow `next` to a path on this site (no open redirect)."""
+    """Only follow `next` to a path on this site (no open redirect).
+
+    Browsers drop tabs and line breaks from a Location and read a backslash as
+    a slash, so "/\t/evil.example" would lead off-site: a target with any
+    control character, whitespace or backslash is not followed, nor one whose
+    parsed form names a scheme or host.
+    """
     if (
         target
         and target.startswith("/")
         and not target.startswith("//")
-        and "\\" not in target
+        and target.isprintable()
+        and not any(c.isspace() or c == "\\" for c in target)
     ):
-        return target
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for("subscribers.clubs")
 
 
@@ -278,7 +289,7 @@ def tokens():
 @login_required
 def revoke_token(token_id: int):
     """Revoke one of the user's own tokens."""
-    api_token = db.session.get(ApiToken, token_id)
+    api_token = get_by_id(db.session, ApiToken, token_id)
     if api_token is None or api_token.user_id != current_user.id:
         abort(404)
     services.revoke_token(api_token)

@@ -124,10 +124,9 @@ def _event_fields(data: dict[str, Any]) -> dict[str, Any]:
 def list_events():
     """The events of the libraries the user sees (or of one), soonest first."""
     query = select(Event).where(Event.library_id.in_(allowed_library_ids(g.api_user)))
-    library_id = request.args.get("library_id", type=int)
-    if library_id is not None:
-        # An id no library can have matches nothing (and must not reach the driver).
-        query = query.where(Event.library_id == min(max(library_id, 0), jsonapi.MAX_ID))
+    if "library_id" in request.args:
+        library_id = jsonapi.int_arg("library_id", 0, 1, jsonapi.MAX_ID)
+        query = query.where(Event.library_id == library_id)
     rows = db.session.scalars(query.order_by(Event.starts_at, Event.id).limit(1000))
     return jsonify({"items": [event_json(e) for e in rows]})
 

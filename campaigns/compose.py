@@ -25,6 +25,7 @@ from accounts.models import Library
 from campaigns import services
 from campaigns.models import Campaign, Event, Template
 from campaigns.services import CampaignError
+from klubpost.db import as_id, get_by_id
 from klubpost.links import external_url
 from klubpost.mail import QueuedMail, deliver_one, new_message, queue_mail
 from klubpost.security import sign
@@ -89,8 +90,8 @@ def template_source(
 ) -> str:
     """The MJML source of a template reference (the kind's built-in if it is gone)."""
     scheme, _sep, value = ref.partition(":")
-    if scheme == "template" and value.isascii() and value.isdigit():
-        template = session.get(Template, int(value))
+    if scheme == "template":
+        template = get_by_id(session, Template, value)
         if template is not None and services.can_use_template(library, template):
             return template.source
     if scheme == "builtin":
@@ -303,13 +304,8 @@ def sample_recipient(campaign: Campaign) -> Any:
 def club_member(session: Session, campaign: Campaign, subscriber_id: Any) -> Subscriber:
     """A subscriber of the campaign's club, for personalising a preview."""
     subscriber = None
-    if (
-        isinstance(subscriber_id, str)
-        and subscriber_id.isascii()
-        and subscriber_id.isdigit()
-    ):
-        subscriber_id = int(subscriber_id)
-    if isinstance(subscriber_id, int) and not isinstance(subscriber_id, bool):
+    subscriber_id = as_id(subscriber_id)
+    if subscriber_id is not None:
         subscriber = session.scalar(
             select(Subscriber)
             .join(Membership)

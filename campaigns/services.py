@@ -8,6 +8,7 @@ times that do not exist (the hour skipped when clocks go forward).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from campaigns.models import (
     Event,
     Template,
 )
-from klubpost.db import utcnow
+from klubpost.db import get_by_id, utcnow
 from subscribers.models import Club
 
 LANGUAGES = ("da", "nl", "en")
@@ -69,6 +70,11 @@ class NotEditable(CampaignError):
 # ----------------------------------------------------------------- time zones
 
 
+# Events and sending times are within a library's planning horizon; far-off
+# years are typing errors (and year 1 or 9999 can't even change time zone).
+MIN_YEAR, MAX_YEAR = 2000, 2100
+
+
 def local_to_utc(value: datetime, timezone: str) -> datetime:
     """A naive wall-clock time in `timezone` as an aware UTC datetime.
 
@@ -108,6 +114,15 @@ def parse_local(text: str | None, timezone: str, field: str) -> datetime | None:
         raise CampaignError(
             _("Enter a date and time such as 2026-12-03 19:30."), field
         ) from None
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise CampaignError(
+            _(
+                "Enter a date from %(first)d to %(last)d.",
+                first=MIN_YEAR,
+                last=MAX_YEAR,
+            ),
+            field,
+        )
     if value.tzinfo is not None:
         return value.astimezone(ZoneInfo("UTC"))
     try:
@@ -155,13 +170,22 @@ def check_url(
     return value
 
 
-def check_text(value: Any, field: str, limit: int, required: bool = False) -> str:
-    """A stripped string of at most `limit` characters."""
+# Control characters (CR, LF, tab...) and Unicode line/paragraph separators.
+LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+
+
+def check_text(
+    value: Any, field: str, limit: int, required: bool = False, *, line: bool = False
+) -> str:
+    """A stripped string of at most `limit` characters (`line`: without line
+    breaks or other control characters, as a mail header needs)."""
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise CampaignError(_("Enter text."), field)
     value = value.strip()
+    if line and any(unicodedata.category(c) in LINE_BREAKING for c in value):
+        raise CampaignError(_("Keep this on one line."), field)
     if required and not value:
         raise CampaignError(_("This field is required."), field)
     if len(value) > limit:
@@ -424,8 +448,8 @@ def resolve_template_ref(
     scheme, _sep, value = ref.partition(":")
     if scheme == "builtin" and builtin_by_key(value) is not None:
         return value, None
-    if scheme == "template" and value.isascii() and value.isdigit():
-        template = session.get(Template, int(value))
+    if scheme == "template":
+        template = get_by_id(session, Template, value)
         if template is not None and can_use_template(library, template):
             return None, template.id
     raise CampaignError(_("This template does not exist."), "template")
@@ -497,11 +521,7 @@ def _check_block(session: Session, library: Library, block: Any) -> dict:
         }
     if kind == "event":
         event_id = block.get("event_id")
-        event = (
-            session.get(Event, event_id)
-            if isinstance(event_id, int) and not isinstance(event_id, bool)
-            else None
-        )
+        event = get_by_id(session, Event, event_id) if type(event_id) is int else None
         if event is None or event.library_id != library.id:
             raise CampaignError(_("choose one of the library's events."))
         return {"type": "event", "event_id": event.id}
@@ -530,13 +550,7 @@ def check_event_ref(session: Session, library: Library, event_id: Any) -> int | 
     """An optional event id of the library."""
     if event_id in (None, ""):
         return None
-    if isinstance(event_id, str) and event_id.isascii() and event_id.isdigit():
-        event_id = int(event_id)
-    event = (
-        session.get(Event, event_id)
-        if isinstance(event_id, int) and not isinstance(event_id, bool)
-        else None
-    )
+    event = get_by_id(session, Event, event_id)
     if event is None or event.library_id != library.id:
         raise CampaignError(_("Choose one of the library's events."), "event_id")
     return event.id
@@ -568,8 +582,8 @@ def create_campaign(
         club_id=club.id,
         kind=kind,
         event_id=event_id,
-        subject=check_text(data.get("subject"), "subject", 300),
-        preheader=check_text(data.get("preheader"), "preheader", 300),
+        subject=check_text(data.get("subject"), "subject", 300, line=True),
+        preheader=check_text(data.get("preheader"), "preheader", 300, line=True),
         template_key=key,
         template_id=template_id,
         blocks=(
@@ -632,7 +646,7 @@ def _campaign_changes(
     changes: dict[str, Any] = {}
     for field in ("subject", "preheader"):
         if field in data:
-            changes[field] = check_text(data[field], field, 300)
+            changes[field] = check_text(data[field], field, 300, line=True)
     if "kind" in data:
         changes["kind"] = check_kind(data["kind"])
     if "event_id" in data:

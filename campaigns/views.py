@@ -38,7 +38,7 @@ from campaigns.models import (
     Template,
 )
 from klubpost.auth import acting_user, current_library, get_owned, role_required
-from klubpost.db import db
+from klubpost.db import db, get_by_id
 from subscribers.models import Club
 
 bp = Blueprint("campaigns", __name__)
@@ -206,7 +206,7 @@ def delete_event(event_id: int):
 
 def _template_or_404(template_id: int) -> Template:
     """A stored template the user's library may use, else 404."""
-    template = db.session.get(Template, template_id)
+    template = get_by_id(db.session, Template, template_id)
     if template is None or not services.can_use_template(current_library(), template):
         abort(404)
     return template

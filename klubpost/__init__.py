@@ -6,16 +6,28 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter, Map
 
 from klubpost.config import load_config
+from klubpost.db import MAX_ID
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+
+
+class IdConverter(IntegerConverter):
+    """`<int:...>` in a route matches only numbers an id can be: a larger one is
+    a 404, never a database error."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the application: defaults, then the environment, then `config`."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(load_config(app.instance_path, config))
+    app.url_map.converters["int"] = IdConverter
 
     from flask_migrate import Migrate
 

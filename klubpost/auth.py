@@ -17,7 +17,7 @@ from flask_login import LoginManager, current_user
 from sqlalchemy import select
 
 from accounts.models import ApiToken, Library, Role, User
-from klubpost.db import db, utcnow
+from klubpost.db import db, get_by_id, utcnow
 
 login_manager = LoginManager()
 login_manager.login_view = "accounts.login"
@@ -118,7 +118,7 @@ def role_required(role: Role) -> Callable[[Callable[..., Any]], Callable[..., An
 
 def get_owned(model: type, object_id: int, library_attr: str = "library_id") -> Any:
     """A library-owned row, or 404 if missing or another library's."""
-    obj = db.session.get(model, object_id)
+    obj = get_by_id(db.session, model, object_id)
     user = acting_user()
     if obj is None or user is None:
         abort(404)

@@ -20,6 +20,29 @@ NAMING_CONVENTION = {
 }
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+MAX_PAGE = 1_000_000  # a page number beyond any list (a larger OFFSET is an error)
+
+
+def as_id(value: Any) -> int | None:
+    """`value` as a row id (an int or a string of digits, 1 to MAX_ID), else None.
+
+    A number too large for the database would be a driver error (a 500 on
+    SQLite) rather than a miss, so it never reaches a query.
+    """
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) < 12:
+        value = int(value)
+    if type(value) is int and 0 < value <= MAX_ID:
+        return value
+    return None
+
+
+def get_by_id(session: Any, model: type, value: Any) -> Any:
+    """The row of `model` with this id, or None (also for anything no id)."""
+    object_id = as_id(value)
+    return None if object_id is None else session.get(model, object_id)
+
+
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(UTC)

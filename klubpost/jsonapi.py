@@ -15,14 +15,14 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from accounts.models import Role, User
+from klubpost import db as database
 from klubpost.auth import allowed_library_ids, user_for_token
-from klubpost.db import db
+from klubpost.db import MAX_ID, MAX_PAGE, db
 from klubpost.errors import ApiError
 from klubpost.i18n import use_language
 from klubpost.openapi import SCHEMAS
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 MAX_PAGE_SIZE = 200
 
 
@@ -113,9 +113,7 @@ def found(obj: Any, library_id: int | None, message: str) -> Any:
 
 def get_by_id(model: type, object_id: int) -> Any:
     """A row by primary key, or None (also for ids no row can have)."""
-    if not 0 < object_id <= MAX_ID:
-        return None
-    return db.session.get(model, object_id)
+    return database.get_by_id(db.session, model, object_id)
 
 
 def json_body(schema_name: str, shallow: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -263,7 +261,7 @@ def paginate(stmt, id_column, serialize) -> dict[str, Any]:
     limit = int_arg("limit", 50, 1, MAX_PAGE_SIZE)
     stmt = stmt.order_by(None)
     if "page" in request.args:
-        page = int_arg("page", 1, 1, 1_000_000)
+        page = int_arg("page", 1, 1, MAX_PAGE)
         total = db.session.scalar(select(func.count()).select_from(stmt.subquery()))
         rows = db.session.scalars(
             stmt.order_by(id_column).offset((page - 1) * limit).limit(limit)

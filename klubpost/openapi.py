@@ -72,6 +72,15 @@ CLUB_SETTINGS = {
     "reply_to": {**_text(320, nullable=True), "format": "email"},
     "double_opt_in": {"type": "boolean", "default": True},
     "tracking_consent_required": {"type": "boolean", "default": True},
+    "tracking_mode": {
+        "type": "string",
+        "enum": ["off", "anonymous", "individual"],
+        "default": "individual",
+        "description": "off: plain links, no pixel; anonymous: counts per link and "
+        "campaign naming nobody; individual: per member (with "
+        "tracking_consent_required, only members who consented).",
+    },
+    "public_archive": {"type": "boolean", "default": False},
     "consent_text": _text(2000),
     "tracking_text": _text(2000),
 }

@@ -194,6 +194,8 @@ def club_json(club: Club, counts: dict[str, int] | None = None) -> dict[str, Any
         "reply_to": club.reply_to,
         "double_opt_in": club.double_opt_in,
         "tracking_consent_required": club.tracking_consent_required,
+        "tracking_mode": club.tracking_mode.value,
+        "public_archive": club.public_archive,
         "consent_text": consent.text,
         "tracking_text": consent.tracking_text,
         "consent_text_version": consent.version,

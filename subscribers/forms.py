@@ -35,6 +35,15 @@ class ClubForm(FlaskForm):
     tracking_consent_required = BooleanField(
         _l("Track opens and clicks only for members who consent to it")
     )
+    tracking_mode = SelectField(
+        _l("Opens and clicks"),
+        choices=[
+            SelectChoice("individual", _l("Counted per member (who consented)")),
+            SelectChoice("anonymous", _l("Counted per link only, naming nobody")),
+            SelectChoice("off", _l("Not tracked: plain links, no pixel")),
+        ],
+        default="individual",
+    )
     public_archive = BooleanField(_l("Show sent newsletters in a public archive"))
     consent_text = TextAreaField(
         _l("Consent text on the sign-up form"),

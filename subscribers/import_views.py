@@ -21,7 +21,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from accounts.models import Role
 from klubpost.auth import acting_user, get_owned, role_required
-from klubpost.db import db
+from klubpost.db import MAX_PAGE, db
 from subscribers import imports
 from subscribers.csvfiles import (
     DELIMITERS,
@@ -235,7 +235,7 @@ def show(club_id: int, job_id: int):
     club, job = _job(club_id, job_id)
     if job.status == ImportStatus.UPLOADED:
         return redirect(url_for("imports.mapping", club_id=club.id, job_id=job.id))
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
     issues = db.paginate(
         select(ImportIssue)
         .where(ImportIssue.job_id == job.id)

@@ -37,6 +37,7 @@ from subscribers.models import (
     Subscriber,
     Suppression,
 )
+from tracking.models import TrackingMode
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 MAX_NAME = 200
@@ -170,10 +171,30 @@ def clean_club_fields(fields: dict[str, Any]) -> dict[str, Any]:
             if name == "from_email":
                 raise SubscriberError(_("A sender address is required."), name)
             out[name] = None
-    for name in ("double_opt_in", "tracking_consent_required"):
+    for name in ("double_opt_in", "tracking_consent_required", "public_archive"):
         if name in out and not isinstance(out[name], bool):
             raise SubscriberError(_("Must be true or false."), name)
+    if "tracking_mode" in out:
+        try:
+            out["tracking_mode"] = TrackingMode(out["tracking_mode"])
+        except ValueError:
+            raise SubscriberError(
+                _("Tracking must be one of off, anonymous, individual."),
+                "tracking_mode",
+            ) from None
     return out
+
+
+def tracks_people_without_consent(club: Club) -> bool:
+    """Whether the club counts opens and clicks per member without asking them.
+
+    The club's choice to make, but public bodies can't rest tracking on
+    legitimate interest (EDPB; see docs), so the club's pages say so plainly.
+    """
+    return (
+        club.tracking_mode is TrackingMode.INDIVIDUAL
+        and not club.tracking_consent_required
+    )
 
 
 def create_club(session: Session, library: Library, **fields: Any) -> Club:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from accounts.models import Role
 from campaigns.bounces import latest_bounces
 from klubpost.auth import acting_user, current_library, get_owned, role_required
-from klubpost.db import db
+from klubpost.db import MAX_PAGE, db
 from subscribers import services
 from subscribers.forms import ClubForm, MembershipForm, NewMemberForm, SubscriberForm
 from subscribers.mails import send_confirmation
@@ -21,6 +21,7 @@ from subscribers.models import (
     MembershipStatus,
     Subscriber,
 )
+from tracking.models import TrackingMode
 
 bp = Blueprint("subscribers", __name__)
 
@@ -48,6 +49,8 @@ CLUB_FIELDS = (
     "reply_to",
     "double_opt_in",
     "tracking_consent_required",
+    "tracking_mode",
+    "public_archive",
 )
 
 
@@ -79,6 +82,7 @@ def new_club():
     if request.method == "GET":
         form.double_opt_in.data = True
         form.tracking_consent_required.data = True
+        form.tracking_mode.data = TrackingMode.INDIVIDUAL.value
         form.language.data = library.language
         consent, tracking = services.DEFAULT_CONSENT[library.language]
         form.consent_text.data = consent.format(club="…")
@@ -97,6 +101,7 @@ def new_club():
         else:
             db.session.commit()
             flash(_("Club created."), "success")
+            _warn_about_tracking(club)
             return redirect(url_for("subscribers.members", club_id=club.id))
     return render_template("subscribers/club_form.html", form=form, club=None), (
         400 if form.errors else 200
@@ -120,7 +125,6 @@ def edit_club(club_id: int):
             services.update_club(
                 db.session, club, **{f: getattr(form, f).data for f in CLUB_FIELDS}
             )
-            club.public_archive = form.public_archive.data
             services.set_consent_text(
                 db.session, club, form.consent_text.data, form.tracking_text.data
             )
@@ -130,10 +134,23 @@ def edit_club(club_id: int):
         else:
             db.session.commit()
             flash(_("Club saved."), "success")
+            _warn_about_tracking(club)
             return redirect(url_for("subscribers.members", club_id=club.id))
     return render_template("subscribers/club_form.html", form=form, club=club), (
         400 if form.errors else 200
     )
+
+
+def _warn_about_tracking(club: Club) -> None:
+    if services.tracks_people_without_consent(club):
+        flash(
+            _(
+                "Opens and clicks are now counted per member without asking them. "
+                "Public libraries need each member's consent for that: tick the "
+                "consent rule, or count per link only."
+            ),
+            "warning",
+        )
 
 
 @bp.post("/clubs/<int:club_id>/delete")
@@ -157,7 +174,7 @@ def members(club_id: int):
     club = get_owned(Club, club_id)
     query = request.args.get("q", "")
     status = request.args.get("status", "")
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
     pagination = db.paginate(
         services.search_members(db.session, club, query, status),
         page=page,

@@ -42,7 +42,16 @@ def test_login_without_csrf_token_is_refused(client, db):
 
 def test_next_parameter_cannot_redirect_off_site(client, db):
     user = make_user(db, make_library(db))
-    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+    targets = (
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "/%09/evil.example",  # a tab, dropped by browsers: "//evil.example"
+        "/%0a/evil.example",  # a line break can't be a header either
+        "/%0d/evil.example",
+        "/%20/evil.example",
+    )
+    for target in targets:
         response = client.post(
             f"/login?next={target}",
             data={
@@ -51,9 +60,18 @@ def test_next_parameter_cannot_redirect_off_site(client, db):
                 "csrf_token": csrf_token(client),
             },
         )
-        assert response.status_code == 302
-        assert response.location == "/clubs"
+        assert response.status_code == 302, target
+        assert response.location == "/clubs", target
         client.post("/logout", data={"csrf_token": csrf_token(client, "/clubs")})
+    response = client.post(
+        "/login?next=/campaigns%3Fpage%3D2",
+        data={
+            "email": user.email,
+            "password": PASSWORD,
+            "csrf_token": csrf_token(client),
+        },
+    )
+    assert response.location == "/campaigns?page=2"  # a path of this site is fine
 
 
 def test_staff_reads_but_cannot_manage_users(client, db):

@@ -31,6 +31,7 @@ from subscribers.models import (
     Suppression,
 )
 from subscribers.services import join_club
+from tracking.models import TrackingMode
 
 
 def bearer(db, user) -> dict[str, str]:
@@ -250,6 +251,37 @@ def test_club_rules_name_the_field(as_role, herning):
     response = api("PATCH", f"/api/clubs/{club_id}", {"from_email": ""})
     assert response.status_code == 422 and error(response)["field"] == "from_email"
     assert api.get(f"/api/clubs/{club_id}").get_json()["from_email"]
+
+
+def test_admin_chooses_how_a_club_tracks(db, as_role, herning):
+    api = as_role(Role.ADMIN)
+    club_id = herning[1].id
+    assert api.get(f"/api/clubs/{club_id}").get_json()["tracking_mode"] == "individual"
+
+    response = api(
+        "PATCH",
+        f"/api/clubs/{club_id}",
+        {"tracking_mode": "anonymous", "tracking_consent_required": False},
+    )
+    assert response.status_code == 200
+    assert response.get_json()["tracking_mode"] == "anonymous"
+    assert response.get_json()["tracking_consent_required"] is False
+
+    response = api("PATCH", f"/api/clubs/{club_id}", {"tracking_mode": "everything"})
+    assert response.status_code == 422 and error(response)["field"] == "tracking_mode"
+    shown = api.get(f"/api/clubs/{club_id}").get_json()
+    assert shown["tracking_mode"] == "anonymous"
+
+    response = api(
+        "PATCH",
+        f"/api/clubs/{club_id}",
+        {"tracking_mode": "off", "public_archive": True},
+    )
+    assert response.status_code == 200
+    assert response.get_json()["tracking_mode"] == "off"
+    assert response.get_json()["public_archive"] is True
+    db.session.expire_all()
+    assert db.session.get(Club, club_id).tracking_mode is TrackingMode.OFF
 
 
 # ---------------------------------------------------------------- roles

@@ -470,6 +470,7 @@ def test_public_archive_lists_sent_newsletters_when_the_club_allows(client, db, 
         "from_email": club.from_email,
         "reply_to": "",
         "double_opt_in": "y",
+        "tracking_consent_required": "y",  # as the page shows it
         "consent_text": "Ja tak",
         "tracking_text": "Ja",
         "public_archive": "y",

@@ -12,6 +12,7 @@ from conftest import (
 )
 from subscribers.models import ConsentText, Membership, MembershipStatus, Subscriber
 from subscribers.services import join_club
+from tracking.models import TrackingMode
 
 
 def _club_form(**overrides):
@@ -83,6 +84,41 @@ def test_club_form_names_the_bad_field(client, db):
     assert "Another club of this library has this slug" in response.get_data(
         as_text=True
     )
+
+
+def test_admin_sets_tracking_in_the_club_form(client, db):
+    library = make_library(db)
+    club = make_club(db, library, slug="familie")
+    login(client, make_user(db, library, Role.ADMIN))
+    edit = f"/clubs/{club.id}/edit"
+    page = client.get(edit).get_data(as_text=True)
+    assert 'name="tracking_mode"' in page and 'value="off"' in page
+
+    # Per member without asking: the club's choice, but the page says plainly
+    # that public libraries need consent for it.
+    response = client.post(
+        edit,
+        data={
+            **_club_form(tracking_mode="individual", tracking_consent_required=""),
+            "csrf_token": csrf_token(client, edit),
+        },
+        follow_redirects=True,
+    )
+    assert response.status_code == 200
+    assert "counted per member without asking them" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert club.tracking_consent_required is False
+
+    response = client.post(
+        edit,
+        data={
+            **_club_form(tracking_mode="off"),
+            "csrf_token": csrf_token(client, edit),
+        },
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert club.tracking_mode is TrackingMode.OFF
 
 
 def test_editor_cannot_create_clubs(client, db):
