@@ -861,6 +861,10 @@ def _write_batch(
     attempt = 1
     while True:
         _begin_batch(session)
+        if not _hold_job(session, run):
+            session.rollback()
+            log.warning("import %s: lease lost; another runner has it", run.job_id)
+            return False
         try:
             report = apply_records(
                 session,
@@ -902,14 +906,35 @@ def _begin_batch(session: Session) -> None:
         _sqlite_for_batches(session, True)
 
 
+def _hold_job(session: Session, run: _JobRun) -> bool:
+    """Whether the job is still ours; if so, keep it ours until the commit.
+
+    The shared lock (FOR KEY SHARE, which the batch's memberships take on the
+    job's row anyway) makes `claim_job`, which locks FOR UPDATE, pass the job
+    by while a batch is being written; both connections can hold it at once,
+    and the checkpoint's update does not wait for it.
+    """
+    return (
+        session.execute(
+            select(ImportJob.id)
+            .where(
+                ImportJob.id == run.job_id,
+                ImportJob.lease_owner == run.owner,
+                ImportJob.status == ImportStatus.RUNNING,
+            )
+            .with_for_update(key_share=True, read=True)
+        ).first()
+        is not None
+    )
+
+
 def _commit_batch(
     session: Session, run: _JobRun, rows: int, report: ImportReport
 ) -> bool:
     """Move the job's checkpoint past a batch, renew the lease, and commit.
 
-    False (nothing committed) if another runner has taken the job over. The
-    job's row is locked from here until the commit, so no other runner can
-    take the job over in between; its checkpoint then counts this batch.
+    False (nothing committed) if another runner has taken the job over, or
+    the checkpoint is not where this batch starts.
     """
     counts = Counter(run.counts or {})
     counts.update(report.counts)

@@ -231,3 +231,37 @@ def test_a_runner_that_lost_its_job_commits_nothing_more(app, db, monkeypatch):
     assert job.status == ImportStatus.DONE
     assert job.counts == {"imported": 45}
     assert db.session.scalar(members) == 45
+
+
+@pytest.mark.skipif(
+    not TEST_DATABASE_URL,
+    reason="on SQLite a batch holds the only write lock: no runner gets between",
+)
+def test_no_runner_takes_a_job_over_while_a_batch_is_written(app, db, monkeypatch):
+    library = make_library(db)
+    club = make_club(db, library)
+    content = "email\n" + "".join(f"person{n}@example.dk\n" for n in range(1, 26))
+    job = create_job(db.session, club, filename="m.csv", content=content.encode())
+    queue_job(db.session, job, ["email"], consent_given=True)
+    db.session.commit()
+
+    real = imports.apply_records
+    claims = []
+
+    def another_runner_tries_to_claim(session, *args, **kwargs):
+        # Even with the lease run out, the job is passed by mid-batch.
+        later = utcnow() + timedelta(seconds=app.config["IMPORT_LEASE_SECONDS"] + 1)
+        with Session(db.engine) as other:
+            claims.append(imports.claim_job(other, now=later))
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(imports, "apply_records", another_runner_tries_to_claim)
+    assert run_pending_imports(db.session, batch_rows=10) == 1
+
+    assert claims == [None, None, None]
+    db.session.expire_all()
+    assert (job.status, job.resumptions, job.counts) == (
+        ImportStatus.DONE,
+        0,
+        {"imported": 25},
+    )
