@@ -967,11 +967,11 @@ def _lost_a_race(exc: Exception) -> bool:
 
 
 class _ValidatedBatches:
-    """Iterate a job's remaining rows as checked batches, read by a thread.
+    """Hand out a job's remaining rows as checked batches, read by a thread.
 
     The thread only parses and validates (no database, no ORM objects); it
-    stays at most two batches ahead. The first batch is small, so the writer
-    can start while the rest of the file is still being read.
+    stays at most two batches ahead of the writers. The first batch is small,
+    so writing can start while the rest of the file is still being read.
     """
 
     def __init__(self, job: ImportJob, language: str, batch_rows: int) -> None:
