@@ -8,7 +8,7 @@ import textwrap
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 import subscribers.imports as imports
@@ -204,9 +204,14 @@ def test_a_runner_that_lost_its_job_commits_nothing_more(app, db, monkeypatch):
         batches.append(1)
         if len(batches) == 2:
             with Session(db.engine) as other:
-                other_job = other.get(ImportJob, job_id)
-                other_job.lease_owner = "another runner"
-                taken_over_at.append(other_job.processed_rows)
+                # One statement: the checkpoint as it stands at the takeover.
+                checkpoint = other.execute(
+                    update(ImportJob)
+                    .where(ImportJob.id == job_id)
+                    .values(lease_owner="another runner")
+                    .returning(ImportJob.processed_rows)
+                ).scalar_one()
+                taken_over_at.append(checkpoint)
                 other.commit()
         real(session)
 
