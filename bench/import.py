@@ -101,7 +101,8 @@ def run(rows: int, naive_rows: int) -> dict:
         uploaded = time.perf_counter()
         run_pending_imports(session)
         finished, cpu_finished = time.perf_counter(), time.process_time()
-        backend = _backend_cpu(session, backend)
+        if backend is not None:
+            backend = _backend_cpu(session, backend)
         session.refresh(job)
         assert job.status == ImportStatus.DONE, job.error
         members = session.scalar(
@@ -131,21 +132,33 @@ def run(rows: int, naive_rows: int) -> dict:
     return result
 
 
-def _backend_cpu(session, before: float | None = None) -> float | None:
-    """CPU seconds of the PostgreSQL server process serving this session.
+def _backend_cpu(session, before: dict | None = None) -> dict | float | None:
+    """CPU seconds of the PostgreSQL server processes serving this database.
 
-    Only when the server runs on this machine (/proc); the difference between
-    two readings is the server's share of the work.
+    The import writes on two connections, so every client backend connected
+    to the database counts (the run keeps its connections in the pool until
+    the second reading). Only when the server runs on this machine (/proc):
+    the first call returns a reading per process, the second the seconds
+    used since.
     """
     if db.engine.dialect.name != "postgresql":
         return None
-    pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return seconds if before is None else seconds - before
+    pids = session.scalars(
+        text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend'"
+        )
+    ).all()
+    reading = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        reading[pid] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    if before is None:
+        return reading
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in reading.items())
 
 
 def _club(library: Library, slug: str):

@@ -31,6 +31,7 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import (
     String,
+    Text,
     and_,
     any_,
     func,
@@ -436,13 +437,21 @@ def bulk_insert(
     connection.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
 
-def one_of(session: Session, column: Any, values: list) -> Any:
-    """`column IN values` as one parameter, not 5,000 (which cost more to bind).
+def one_of(session: Session, column: Any, values: list[str]) -> Any:
+    """`column IN values` as one parameter, not 20,000 (which cost more to bind).
 
-    PostgreSQL takes an array (`= ANY`), SQLite a JSON list (`json_each`).
+    PostgreSQL takes the texts as lines of one text that the server splits
+    into an array (`= ANY`): psycopg would format an array parameter element
+    by element in Python, which took as long as the query itself and held
+    the interpreter while the other writer needed it. Texts that contain a
+    line break go as an array. SQLite takes a JSON list (`json_each`).
     """
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(values, ARRAY(column.type)))
+        lines = "\n".join(values)
+        # ("" would split into no values at all, not into one empty one.)
+        if not lines or lines.count("\n") != len(values) - 1:
+            return column == any_(literal(values, ARRAY(column.type)))
+        return column == any_(func.string_to_array(literal(lines, Text), "\n"))
     listed = func.json_each(literal(json.dumps(values), String)).table_valued("value")
     return column.in_(select(listed.c.value))
 
@@ -735,22 +744,19 @@ def _rare_garbage_collection() -> Iterator[None]:
 def _run_batches(session: Session, job_id: int, owner: str, batch_rows: int) -> bool:
     """Work through the rows after the checkpoint; False if the lease was lost.
 
-    A reader thread parses and checks the next batches while this thread
-    writes the current one, so the database and Python work at the same time.
+    A reader thread parses and checks the next batches while they are written,
+    so the database and Python work at the same time. On PostgreSQL two
+    connections write batches in turn (see `_write_on_two_connections`).
     """
     job = session.get(ImportJob, job_id)
-    run = _JobRun(
-        job_id, owner, job.club, job.consent_given, job.processed_rows, job.counts
-    )
-    batches = _ValidatedBatches(job, run.club.language, batch_rows)
+    run = _JobRun(job_id, owner, job.consent_given, job.processed_rows, job.counts)
+    batches = _ValidatedBatches(job, job.club.language, batch_rows)
     try:
-        for rows, valid, report in batches:
-            if not _write_batch(session, run, valid, report, rows):
-                log.warning("import %s: lease lost; another runner has it", job_id)
-                return False
+        if session.get_bind().dialect.name == "postgresql":
+            return _write_on_two_connections(session, job.club_id, run, batches)
+        return _write_batches(session, job.club, run, batches, _CommitOrder())
     finally:
         batches.close()
-    return True
 
 
 @dataclass
@@ -759,32 +765,128 @@ class _JobRun:
 
     job_id: int
     owner: str
-    club: Club
     consent_given: bool
     rows: int
     counts: dict[str, int] | None
 
 
-def _write_batch(
-    session: Session, run: _JobRun, valid: Validated, checked: ImportReport, rows: int
+def _write_on_two_connections(
+    session: Session, club_id: int, run: _JobRun, batches: _ValidatedBatches
 ) -> bool:
-    """Write one checked batch and the job's new checkpoint in one transaction.
+    """Write the batches on two connections at once, committing in file order.
 
-    False if another runner has taken the job over. On PostgreSQL a sign-up
-    can take an address (or a membership) after the batch looked people up;
-    the batch then fails on the unique key, and is written again from the
-    start, now finding that person, instead of failing the whole import.
+    Most of a PostgreSQL import is the server's work on each row (foreign key
+    checks, index entries), done by the one server process of a connection.
+    With a second connection (and a thread to drive it) a second server
+    process writes batch N+1 while the first finishes batch N, so the server
+    uses both cores. Each batch stays one transaction with its checkpoint, and
+    `_CommitOrder` makes batch N+1 commit only after batch N did: the
+    committed batches are always the first ones of the file, as before.
+    """
+    order = _CommitOrder()
+    app = current_app._get_current_object()
+    results: list[bool | BaseException] = []
+
+    def second_writer() -> None:
+        try:
+            with app.app_context(), Session(bind=session.get_bind()) as other:
+                club = other.get(Club, club_id)
+                results.append(_write_batches(other, club, run, batches, order))
+        except BaseException as exc:  # raised again by the first writer
+            order.stop()
+            results.append(exc)
+
+    thread = threading.Thread(target=second_writer, daemon=True)
+    thread.start()
+    try:
+        mine = _write_batches(session, session.get(Club, club_id), run, batches, order)
+    except BaseException:
+        order.stop()
+        raise
+    finally:
+        thread.join()
+    if isinstance(results[0], BaseException):
+        raise results[0]
+    return mine and results[0]
+
+
+def _write_batches(
+    session: Session,
+    club: Club,
+    run: _JobRun,
+    batches: _ValidatedBatches,
+    order: _CommitOrder,
+) -> bool:
+    """Write batches as the reader hands them out; False if the lease was lost."""
+    while not order.stopped and (taken := batches.take()) is not None:
+        number, (rows, valid, checked) = taken
+        if not _write_batch(session, club, run, number, rows, valid, checked, order):
+            order.stop()
+            return False
+    return True
+
+
+class _CommitOrder:
+    """Lets batch N commit only after batch N-1 has; stops all after a failure."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._next = 1
+        self._stopped = False
+
+    def wait_for_turn(self, number: int) -> bool:
+        """Wait until the batches before `number` are in; False if stopped."""
+        with self._turn:
+            self._turn.wait_for(lambda: self._next == number or self._stopped)
+            return not self._stopped
+
+    def committed(self, number: int) -> None:
+        """Batch `number` is in; the next may commit."""
+        with self._turn:
+            self._next = number + 1
+            self._turn.notify_all()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a batch failed or the lease was lost."""
+        return self._stopped
+
+    def stop(self) -> None:
+        """A batch failed or the lease was lost: no later batch may commit."""
+        with self._turn:
+            self._stopped = True
+            self._turn.notify_all()
+
+
+def _write_batch(
+    session: Session,
+    club: Club,
+    run: _JobRun,
+    number: int,
+    rows: int,
+    valid: Validated,
+    checked: ImportReport,
+    order: _CommitOrder,
+) -> bool:
+    """Write one checked batch and, in its turn, commit it with the checkpoint.
+
+    False if another runner has taken the job over (or an earlier batch
+    failed). On PostgreSQL a sign-up can take an address (or a membership)
+    after the batch looked people up; the batch then fails on the unique key,
+    and is written again from the start, now finding that person, instead of
+    failing the whole import.
     """
     attempt = 1
     while True:
-        _sqlite_for_batches(session, True)
-        if not _renew_lease(session, run.job_id, run.owner):
+        _begin_batch(session)
+        if not _hold_job(session, run):
             session.rollback()
+            log.warning("import %s: lease lost; another runner has it", run.job_id)
             return False
         try:
             report = apply_records(
                 session,
-                run.club,
+                club,
                 valid,
                 ImportReport(Counter(checked.counts), list(checked.issues)),
                 consent_given=run.consent_given,
@@ -798,24 +900,83 @@ def _write_batch(
             attempt += 1
             log.info("import %s: a sign-up took an address; again", run.job_id)
             continue
-        _save_progress(session, run, rows, report)
+        if not order.wait_for_turn(number):
+            session.rollback()
+            return False
+        if not _commit_batch(session, run, rows, report):
+            session.rollback()
+            log.warning("import %s: lease lost; another runner has it", run.job_id)
+            return False
+        order.committed(number)
         return True
 
 
-def _save_progress(
+def _begin_batch(session: Session) -> None:
+    """Settings for a batch's transaction, before its first statement.
+
+    On PostgreSQL the batch's commit need not wait for the disk
+    (synchronous_commit off): a crash can lose only the last committed
+    batches, each together with its checkpoint, and those are simply redone.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit = off"))
+    else:
+        _sqlite_for_batches(session, True)
+
+
+def _hold_job(session: Session, run: _JobRun) -> bool:
+    """Whether the job is still ours; if so, keep it ours until the commit.
+
+    The shared lock (FOR KEY SHARE, which the batch's memberships take on the
+    job's row anyway) makes `claim_job`, which locks FOR UPDATE, pass the job
+    by while a batch is being written; both connections can hold it at once,
+    and the checkpoint's update does not wait for it.
+    """
+    return (
+        session.execute(
+            select(ImportJob.id)
+            .where(
+                ImportJob.id == run.job_id,
+                ImportJob.lease_owner == run.owner,
+                ImportJob.status == ImportStatus.RUNNING,
+            )
+            .with_for_update(key_share=True, read=True)
+        ).first()
+        is not None
+    )
+
+
+def _commit_batch(
     session: Session, run: _JobRun, rows: int, report: ImportReport
-) -> None:
-    """Move the job's checkpoint past a batch and commit the batch with it."""
+) -> bool:
+    """Move the job's checkpoint past a batch, renew the lease, and commit.
+
+    False (nothing committed) if another runner has taken the job over, or
+    the checkpoint is not where this batch starts.
+    """
     counts = Counter(run.counts or {})
     counts.update(report.counts)
-    session.execute(
+    lease = timedelta(seconds=_lease_seconds())
+    still_ours = session.execute(
         update(ImportJob)
-        .where(ImportJob.id == run.job_id)
-        .values(processed_rows=run.rows + rows, counts=dict(counts))
+        .where(
+            ImportJob.id == run.job_id,
+            ImportJob.lease_owner == run.owner,
+            ImportJob.status == ImportStatus.RUNNING,
+            ImportJob.processed_rows == run.rows,
+        )
+        .values(
+            processed_rows=run.rows + rows,
+            counts=dict(counts),
+            lease_expires_at=utcnow() + lease,
+        )
         .execution_options(synchronize_session=False)
-    )
+    ).rowcount
+    if not still_ours:
+        return False
     session.commit()
     run.rows, run.counts = run.rows + rows, dict(counts)
+    return True
 
 
 def _lost_a_race(exc: Exception) -> bool:
@@ -824,11 +985,11 @@ def _lost_a_race(exc: Exception) -> bool:
 
 
 class _ValidatedBatches:
-    """Iterate a job's remaining rows as checked batches, read by a thread.
+    """Hand out a job's remaining rows as checked batches, read by a thread.
 
     The thread only parses and validates (no database, no ORM objects); it
-    stays at most two batches ahead. The first batch is small, so the writer
-    can start while the rest of the file is still being read.
+    stays at most two batches ahead of the writers. The first batch is small,
+    so writing can start while the rest of the file is still being read.
     """
 
     def __init__(self, job: ImportJob, language: str, batch_rows: int) -> None:
@@ -838,6 +999,9 @@ class _ValidatedBatches:
         self._batch_rows = batch_rows
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._stop = threading.Event()
+        self._taking = threading.Lock()
+        self._taken = 0
+        self._finished = False
         self._app = current_app._get_current_object()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -872,11 +1036,23 @@ class _ValidatedBatches:
             except queue.Full:
                 continue
 
-    def __iter__(self) -> Iterator[tuple[int, Validated, ImportReport]]:
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, Exception):
-                raise item
-            yield item
+    def take(self) -> tuple[int, tuple[int, Validated, ImportReport]] | None:
+        """The next batch and its number (from 1), or None after the last.
+
+        Safe to call from several writing threads: the numbers follow the
+        order of the file.
+        """
+        with self._taking:
+            if self._finished:
+                return None
+            item = self._queue.get()
+            if item is None or isinstance(item, Exception):
+                self._finished = True
+                if item is not None:
+                    raise item
+                return None
+            self._taken += 1
+            return self._taken, item
 
     def close(self) -> None:
         """Stop the reader (after the last batch, a lost lease or an error)."""
@@ -906,31 +1082,6 @@ def _sqlite_for_batches(session: Session, batches: bool) -> None:
         connection.exec_driver_sql("PRAGMA synchronous = FULL")
         connection.exec_driver_sql("PRAGMA cache_size = -2000")
         connection.exec_driver_sql("PRAGMA wal_autocheckpoint = 1000")
-
-
-def _renew_lease(session: Session, job_id: int, owner: str) -> bool:
-    """Extend our lease; False if another runner has taken the job over.
-
-    On PostgreSQL this also locks the job's row until the batch commits, so no
-    other runner can take the job over halfway through a batch. The batch's
-    commit need not wait for the disk (synchronous_commit off): a crash can
-    lose only whole batches together with their checkpoint, which are redone.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit = off"))
-    lease = timedelta(seconds=_lease_seconds())
-    return bool(
-        session.execute(
-            update(ImportJob)
-            .where(
-                ImportJob.id == job_id,
-                ImportJob.lease_owner == owner,
-                ImportJob.status == ImportStatus.RUNNING,
-            )
-            .values(lease_expires_at=utcnow() + lease)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-    )
 
 
 def _finish(

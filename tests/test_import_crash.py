@@ -8,7 +8,7 @@ import textwrap
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 import subscribers.imports as imports
@@ -28,7 +28,9 @@ from subscribers.models import (
 from subscribers.services import create_subscriber, join_club
 
 # Dies with SIGKILL inside the third batch, after that batch's rows were written
-# to the database but before its transaction commits.
+# to the database but before its transaction commits. Batches commit in file
+# order, so the third commit is the third batch's, after the first two are in;
+# on PostgreSQL the fourth batch may be written on the second connection too.
 DYING_RUNNER = textwrap.dedent(
     """
     import os, signal, sys
@@ -36,18 +38,17 @@ DYING_RUNNER = textwrap.dedent(
     from klubpost.db import db
     import subscribers.imports as imports
 
-    real = imports.apply_records
+    real = imports._commit_batch
     calls = []
 
-    def import_then_die(session, *args, **kwargs):
-        report = real(session, *args, **kwargs)
+    def die_at_the_third_commit(session, *args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             session.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-        return report
+        return real(session, *args, **kwargs)
 
-    imports.apply_records = import_then_die
+    imports._commit_batch = die_at_the_third_commit
     app = create_app({"DATABASE_URL": sys.argv[1], "SECRET_KEY": "t", "TESTING": True})
     with app.app_context():
         imports.run_pending_imports(db.session, batch_rows=10)
@@ -184,3 +185,88 @@ def test_a_sign_up_racing_an_import_makes_the_batch_run_again(app, db, monkeypat
         ("b@example.dk", MembershipStatus.CONFIRMED),
         ("race@example.dk", MembershipStatus.UNCONFIRMED),  # the sign-up's own
     ]
+
+
+def test_a_runner_that_lost_its_job_commits_nothing_more(app, db, monkeypatch):
+    library = make_library(db)
+    club = make_club(db, library)
+    content = "email\n" + "".join(f"person{n}@example.dk\n" for n in range(1, 46))
+    job = create_job(db.session, club, filename="m.csv", content=content.encode())
+    queue_job(db.session, job, ["email"], consent_given=True)
+    db.session.commit()
+    job_id = job.id
+
+    real = imports._begin_batch
+    batches: list[int] = []
+    taken_over_at: list[int] = []
+
+    def another_runner_takes_the_job_at_the_second_batch(session):
+        batches.append(1)
+        if len(batches) == 2:
+            with Session(db.engine) as other:
+                # One statement: the checkpoint as it stands at the takeover.
+                checkpoint = other.execute(
+                    update(ImportJob)
+                    .where(ImportJob.id == job_id)
+                    .values(lease_owner="another runner")
+                    .returning(ImportJob.processed_rows)
+                ).scalar_one()
+                taken_over_at.append(checkpoint)
+                other.commit()
+        real(session)
+
+    monkeypatch.setattr(
+        imports, "_begin_batch", another_runner_takes_the_job_at_the_second_batch
+    )
+    assert run_pending_imports(db.session, batch_rows=10) == 1
+
+    # Nothing after the takeover was committed, on either connection.
+    db.session.expire_all()
+    assert job.status == ImportStatus.RUNNING
+    assert job.lease_owner == "another runner"
+    assert job.processed_rows == taken_over_at[0] < 45
+    members = select(func.count()).select_from(Membership)
+    assert db.session.scalar(members) == job.processed_rows
+
+    # The other runner dies too; the next one finishes the job, each row once.
+    monkeypatch.setattr(imports, "_begin_batch", real)
+    later = utcnow() + timedelta(seconds=app.config["IMPORT_LEASE_SECONDS"] + 1)
+    assert run_pending_imports(db.session, now=later, batch_rows=10) == 1
+    db.session.expire_all()
+    assert job.status == ImportStatus.DONE
+    assert job.counts == {"imported": 45}
+    assert db.session.scalar(members) == 45
+
+
+@pytest.mark.skipif(
+    not TEST_DATABASE_URL,
+    reason="on SQLite a batch holds the only write lock: no runner gets between",
+)
+def test_no_runner_takes_a_job_over_while_a_batch_is_written(app, db, monkeypatch):
+    library = make_library(db)
+    club = make_club(db, library)
+    content = "email\n" + "".join(f"person{n}@example.dk\n" for n in range(1, 26))
+    job = create_job(db.session, club, filename="m.csv", content=content.encode())
+    queue_job(db.session, job, ["email"], consent_given=True)
+    db.session.commit()
+
+    real = imports.apply_records
+    claims = []
+
+    def another_runner_tries_to_claim(session, *args, **kwargs):
+        # Even with the lease run out, the job is passed by mid-batch.
+        later = utcnow() + timedelta(seconds=app.config["IMPORT_LEASE_SECONDS"] + 1)
+        with Session(db.engine) as other:
+            claims.append(imports.claim_job(other, now=later))
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(imports, "apply_records", another_runner_tries_to_claim)
+    assert run_pending_imports(db.session, batch_rows=10) == 1
+
+    assert claims == [None, None, None]
+    db.session.expire_all()
+    assert (job.status, job.resumptions, job.counts) == (
+        ImportStatus.DONE,
+        0,
+        {"imported": 25},
+    )

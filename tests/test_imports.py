@@ -1,7 +1,7 @@
 from sqlalchemy import func, select
 
 from conftest import make_club, make_library, make_subscriber
-from subscribers.imports import ImportRecord, import_records
+from subscribers.imports import ImportRecord, import_records, one_of
 from subscribers.models import Membership, MembershipStatus, Subscriber
 from subscribers.services import erase, join_club, unsubscribe
 
@@ -208,3 +208,28 @@ def test_line_breaks_in_names_are_reported_per_row_as_everywhere_else(db):
     ]
     assert "line break" in report.issues[0]["message"]
     assert db.session.scalars(select(Subscriber.email)).all() == ["c@example.dk"]
+
+
+def test_looking_up_addresses_finds_exactly_the_listed_keys(db):
+    library = make_library(db)
+    for address in ("a@example.dk", "b@example.dk", "c@example.dk"):
+        make_subscriber(db, library, address)
+    db.session.commit()
+
+    def found(keys):
+        return set(
+            db.session.scalars(
+                select(Subscriber.email_key).where(
+                    one_of(db.session, Subscriber.email_key, keys)
+                )
+            )
+        )
+
+    assert found(["a@example.dk", "c@example.dk", "x@example.dk"]) == {
+        "a@example.dk",
+        "c@example.dk",
+    }
+    # A text with a line break is one value, not two.
+    assert found(["a@example.dk\nb@example.dk", "c@example.dk"]) == {"c@example.dk"}
+    assert found(["A@example.dk", ""]) == set()  # keys are compared exactly
+    assert found([]) == set()
