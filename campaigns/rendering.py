@@ -376,17 +376,25 @@ class CompiledNewsletter:
         for key in self._extra_keys:
             value = extra.get(key[2:])
             values[key] = "" if value is None else str(value)
-        escape = html_lib.escape
-        escaped = {key: escape(value) for key, value in values.items()}
+        escaped = {key: _escape(value) for key, value in values.items()}
         values.update(self._link_text)
         escaped.update(self._link_html)
         if link_urls:
             for index, url in link_urls.items():
                 key = f"link{index}"
                 if key in values:
-                    values[key], escaped[key] = url, escape(url)
+                    values[key], escaped[key] = url, _escape(url)
         escaped[TRACKING_SLOT] = tracking_html
         return escaped, values
+
+
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
+
+
+def _escape(value: str) -> str:
+    """`html.escape`, skipped for the many values (tokens, plain URLs, names)
+    that have nothing to escape."""
+    return html_lib.escape(value) if _HTML_SPECIAL.search(value) else value
 
 
 def sample_recipient(language: str) -> Recipient:

@@ -75,7 +75,7 @@ from campaigns.smtp import Envelope, Result, SmtpConnection, SmtpError
 from klubpost.db import db, utcnow
 from klubpost.links import external_url
 from klubpost.mail import OutboxTransport, SmtpTransport, transport_from_url
-from klubpost.security import sign
+from klubpost.security import id_token_maker
 from subscribers.models import Membership, MembershipStatus, Subscriber
 from tracking import mail as tracking_mail
 
@@ -661,18 +661,26 @@ class MemberLinks:
     def __init__(self, club_id: int) -> None:
         self.club_id = club_id
         marker = "KLUBPOST-TOKEN"
-        self._unsubscribe = external_url("public.unsubscribe", token=marker)
-        self._preferences = external_url("public.preferences", token=marker)
-        self._marker = marker
+        # Each URL around its token, and the token makers resolved once: they
+        # are used twice a mail.
+        self._unsubscribe = external_url("public.unsubscribe", token=marker).split(
+            marker, 1
+        )
+        self._preferences = external_url("public.preferences", token=marker).split(
+            marker, 1
+        )
+        self._unsubscribe_tokens = id_token_maker("unsubscribe")
+        self._manage_tokens = id_token_maker("manage")
 
     def unsubscribe(self, subscriber_id: int) -> str:
         """The member's one-click unsubscribe URL for this club."""
-        token = sign("unsubscribe", subscriber_id, self.club_id)
-        return self._unsubscribe.replace(self._marker, token)
+        token = self._unsubscribe_tokens.dumps_ids(subscriber_id, self.club_id)
+        return self._unsubscribe[0] + token + self._unsubscribe[1]
 
     def preferences(self, subscriber_id: int) -> str:
         """The member's preferences page."""
-        return self._preferences.replace(self._marker, sign("manage", subscriber_id))
+        token = self._manage_tokens.dumps_ids(subscriber_id)
+        return self._preferences[0] + token + self._preferences[1]
 
 
 def prepare(session: Session, campaign: Campaign) -> Prepared:

@@ -20,9 +20,8 @@ from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, Signer, URLSafeSerializer
-from itsdangerous.signer import HMACAlgorithm
 
-from klubpost.security import InvalidToken, _IdSerializer
+from klubpost.security import InvalidToken, _IdSerializer, _PlainHmac
 
 CLICK = "click"
 OPEN = "open"
@@ -41,7 +40,7 @@ def tracking_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-class _OneShotHMAC(HMACAlgorithm):
+class _OneShotHMAC(_PlainHmac):
     """HMAC-SHA1 as itsdangerous makes it, through hashlib's one-call C path."""
 
     def get_signature(self, key: bytes, value: bytes) -> bytes:
@@ -82,7 +81,7 @@ class _TokenSerializer(_IdSerializer):
 
 
 @lru_cache(maxsize=16)
-def _serializer(purpose: str, keys: tuple[str, ...]) -> URLSafeSerializer:
+def _serializer(purpose: str, keys: tuple[str, ...]) -> _TokenSerializer:
     return _TokenSerializer(
         list(keys),
         salt=f"klubpost.track.{purpose}",
@@ -100,11 +99,11 @@ class TokenSigner:
 
     def click(self, link_id: int, send_id: int | None) -> str:
         """The token of one link for one member (send_id None: anonymous)."""
-        return self._click.dumps([link_id, send_id or 0])
+        return self._click.dumps_ids(link_id, send_id or 0)
 
     def open(self, campaign_id: int, send_id: int | None) -> str:
         """The open pixel's token for one member (send_id None: anonymous)."""
-        return self._open.dumps([campaign_id, send_id or 0])
+        return self._open.dumps_ids(campaign_id, send_id or 0)
 
     def read_click(self, token: str) -> tuple[int, int | None]:
         """(link id, send id or None) from a click token, or InvalidToken."""
