@@ -84,11 +84,23 @@ class QpTemplate:
         self._layout.pop()
         self._gaps = [(2 * n + 1, slot) for n, slot in enumerate(slots)]
 
-    def render(self, values: dict[str, str]) -> bytes:
-        """The encoded body with every slot filled from `values`."""
+    def render(
+        self, values: dict[str, str], encoded: dict[str, bytes] | None = None
+    ) -> bytes:
+        """The encoded body with every slot filled from `values`.
+
+        `encoded` remembers values already encoded (value -> bytes): renderings
+        that share values (a mail's HTML and text parts) may pass the same one.
+        """
+        if encoded is None:
+            encoded = {}
         out = self._layout.copy()
         for index, slot in self._gaps:
-            out[index] = _qp_piece(values[slot])
+            value = values[slot]
+            piece = encoded.get(value)
+            if piece is None:
+                piece = encoded[value] = _qp_piece(value)
+            out[index] = piece
         return b"".join(out)
 
 

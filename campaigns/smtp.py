@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import socket
 import ssl
 from collections.abc import Iterable, Iterator
@@ -149,9 +150,13 @@ class SmtpConnection:
 
     def _reply(self) -> tuple[int, str]:
         """Read one (possibly multi-line) reply."""
+        line = self._readline()
+        if line[3:4] == b" " and line[:3].isdigit():  # one line: nearly all
+            return int(line[:3]), line[4:].decode("utf-8", "replace").rstrip()
         lines = []
         while True:
-            line = self._readline()
+            if lines:
+                line = self._readline()
             if len(line) < 3 or not line[:3].isdigit():
                 raise SmtpError(f"garbled reply {line[:80]!r}")
             lines.append(line[4:].decode("utf-8", "replace").rstrip())
@@ -189,8 +194,8 @@ class SmtpConnection:
                     yield Result(envelope.key, 553, "unsafe address refused")
                     continue
                 if pending is not None:
-                    finish = dot_stuff(pending.data) + b".\r\n"
-                    self._send(finish + start if pipelining else finish)
+                    finish = [dot_stuff(pending.data), b".\r\n"]
+                    self._send(b"".join([*finish, start] if pipelining else finish))
                     yield _result(pending, self._reply())
                     pending = None
                 elif pipelining:
@@ -238,10 +243,13 @@ class SmtpConnection:
         return None
 
 
+_UNSAFE_IN_ADDRESS = re.compile(r"[\r\n<> ]")
+
+
 def _envelope_commands(envelope: Envelope) -> bytes | None:
     """MAIL, RCPT and DATA for the message; None if an address could inject."""
     for address in (envelope.sender, envelope.recipient):
-        if any(c in address for c in "\r\n<> ") or not address.isascii():
+        if _UNSAFE_IN_ADDRESS.search(address) or not address.isascii():
             return None
     return (
         f"MAIL FROM:<{envelope.sender}>\r\nRCPT TO:<{envelope.recipient}>\r\nDATA\r\n"

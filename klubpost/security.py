@@ -9,7 +9,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -61,6 +61,28 @@ class _IdSerializer(URLSafeSerializer):
             payload = urlsafe_b64(b"[" + b",".join([b"%d" % i for i in ids]) + b"]")
         signature = urlsafe_b64(mac.digest(payload))
         return (payload + b"." + signature).decode("ascii")
+
+    def dumps_pairs(self, firsts: Iterable[int], second: int) -> list[str]:
+        """`[dumps_ids(first, second) for first in firsts]`, in one loop: a
+        mail's click tokens all name its send (`second`), one per link."""
+        mac = self.__dict__.get("_mac")
+        if mac is None:
+            mac = self._prepare_mac()
+        if mac is False:
+            return [self.dumps_ids(first, second) for first in firsts]
+        inner, outer = mac._inner, mac._outer
+        b64, urlsafe = binascii.b2a_base64, _URLSAFE
+        tokens = []
+        for first in firsts:
+            payload = b64(b"[%d,%d]" % (first, second), newline=False)
+            payload = payload.rstrip(b"=").translate(urlsafe)
+            hashed = inner.copy()
+            hashed.update(payload)
+            signed = outer.copy()
+            signed.update(hashed.digest())
+            signature = b64(signed.digest(), newline=False).rstrip(b"=")
+            tokens.append((payload + b"." + signature.translate(urlsafe)).decode())
+        return tokens
 
     def _prepare_mac(self) -> PreparedHmac | bool:
         signer = self.make_signer()

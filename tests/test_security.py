@@ -67,3 +67,11 @@ def test_the_token_maker_makes_the_tokens_sign_makes(app):
         token = id_token_maker("unsubscribe").dumps_ids(12, 34)
         assert token == sign("unsubscribe", 12, 34)
         assert unsign("unsubscribe", token, 2) == [12, 34]
+
+
+def test_pairs_of_ids_make_the_same_tokens_in_one_call():
+    fast = _IdSerializer(["k"], salt="klubpost.test")
+    firsts = [1, 22, 333, 2**50]
+    tokens = fast.dumps_pairs(firsts, 4711)
+    assert tokens == [fast.dumps_ids(first, 4711) for first in firsts]
+    assert [fast.loads(token) for token in tokens] == [[f, 4711] for f in firsts]

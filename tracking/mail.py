@@ -119,6 +119,7 @@ class MailTracking:
         self.individual = mode is TrackingMode.INDIVIDUAL
         self.links = links  # index in newsletter.links -> tracked_link.id
         self.honeypot_id = honeypot_id
+        self._link_ids = [*links.values(), honeypot_id]
         # Each URL around its token: a member's URL is three strings joined.
         self._click = external_url("tracking.click", token=_MARK).split(_MARK, 1)
         self._open = external_url("tracking.pixel", token=_MARK).split(_MARK, 1)
@@ -135,16 +136,16 @@ class MailTracking:
         return self._urls(send_id)
 
     def _urls(self, send_id: int | None) -> tuple[dict[int, str], str]:
-        click = self.signer.click
         before, after = self._click
+        # The honeypot's token is made with the links' and comes last.
+        *tokens, honeypot = self.signer.clicks(self._link_ids, send_id)
         urls = {
-            index: before + click(link_id, send_id) + after
-            for index, link_id in self.links.items()
+            index: before + token + after
+            for index, token in zip(self.links, tokens, strict=True)
         }
-        honeypot = before + click(self.honeypot_id, send_id) + after
         pixel = self.signer.open(self.campaign_id, send_id).join(self._open)
-        html = HONEYPOT_HTML.format(url=honeypot) + PIXEL_HTML.format(url=pixel)
-        return urls, html
+        html = HONEYPOT_HTML.format(url=before + honeypot + after)
+        return urls, html + PIXEL_HTML.format(url=pixel)
 
 
 def _link_ids(rows, newsletter: CompiledNewsletter) -> dict[int, int]:

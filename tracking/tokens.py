@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -100,6 +100,10 @@ class TokenSigner:
     def click(self, link_id: int, send_id: int | None) -> str:
         """The token of one link for one member (send_id None: anonymous)."""
         return self._click.dumps_ids(link_id, send_id or 0)
+
+    def clicks(self, link_ids: Iterable[int], send_id: int | None) -> list[str]:
+        """`[click(link_id, send_id) for link_id in link_ids]`, made faster."""
+        return self._click.dumps_pairs(link_ids, send_id or 0)
 
     def open(self, campaign_id: int, send_id: int | None) -> str:
         """The open pixel's token for one member (send_id None: anonymous)."""
