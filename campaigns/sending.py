@@ -22,7 +22,8 @@
    so the campaign waits and resumes, and never drops mail.
 
 **Exactly once.** A row is marked sent only after the server accepted its mail,
-in the same transaction as the rest of its batch. If a sender is killed (even
+in the same transaction as the rest of its batch (and the sender's next claim:
+one commit a batch). If a sender is killed (even
 with SIGKILL), the rows it had claimed keep their lease until it expires and are
 then sent again. So after a crash every member has received exactly one mail,
 except the messages in flight at the kill: at most one batch
@@ -532,8 +533,16 @@ def record_results(
     session: Session,
     results: list[tuple[Claimed, Result, str]],
     now: datetime,
+    *,
+    commit: bool = True,
 ) -> None:
-    """Write a batch's outcomes (sent / retry / failed) in one transaction. Commits."""
+    """Write a batch's outcomes (sent / retry / failed) in one transaction.
+
+    Commits, unless `commit` is false: then the caller's next commit does
+    (a sender commits them with its next claim, one commit a batch instead of
+    two: on a busy database each commit waits for the disk, and SQLite lets one
+    writer commit at a time).
+    """
     sent, retry, failed, bounced_members = [], [], [], []
     for row, result, message_id in results:
         if result.accepted:
@@ -580,7 +589,8 @@ def record_results(
             .where(Membership.id.in_(member_ids))
             .values(status=MembershipStatus.BOUNCED)
         )
-    session.commit()
+    if commit:
+        session.commit()
 
 
 def _retry_later(session: Session, send_id: int, error: str, now: datetime) -> None:
@@ -841,12 +851,22 @@ class Sender:
                     if wait_for is None or wait_for():
                         break
                     self.stop.wait(0.5)
+            except BaseException:
+                # What the server accepted before the failure stays recorded.
+                _commit_if_possible(session)
+                raise
+            else:
+                session.commit()  # the last batch's results
             finally:
                 channel.close()
                 db.session.remove()
 
     def _round(self, session: Session, channel: _Channel, prepared: dict) -> bool:
-        """One batch of one campaign; False if no campaign had due work."""
+        """One batch of one campaign; False if no campaign had due work.
+
+        The previous batch's results are committed here, with the next claim
+        (or before waiting, when there is nothing to claim).
+        """
         for campaign_id in sending_campaign_ids(session):
             rows, _skipped = claim_batch(
                 session, campaign_id, self.batch_size, utcnow()
@@ -859,6 +879,7 @@ class Sender:
                 prepared[campaign_id] = prepare(session, campaign)
             self._send(session, channel, prepared[campaign_id], rows)
             return True
+        session.commit()
         return False
 
     def _send(
@@ -884,13 +905,25 @@ class Sender:
         except SmtpError as exc:
             error = str(exc)
         now = utcnow()
-        record_results(session, results, now)
+        # Committed with the next claim; at once if the rest goes back unsent.
+        record_results(session, results, now, commit=error is not None)
         with self._count_lock:
             self.sent += sum(1 for _r, result, _m in results if result.accepted)
         if error is not None:
             # Unanswered rows go back to the queue; the server is given a pause.
             release(session, [row for row, _m in messages.values()], now, error)
             self.stop.wait(min(DOWN_PAUSE.total_seconds(), 5))
+
+
+def _commit_if_possible(session: Session) -> None:
+    """Commit the recorded results while a sender thread fails for another
+    reason; if the transaction itself failed, nothing more can be done (its
+    rows are sent again when their lease runs out)."""
+    try:
+        session.commit()
+    except Exception:
+        log.exception("a sender's last results could not be committed")
+        session.rollback()
 
 
 def run_processes(
