@@ -55,7 +55,9 @@ from flask import Flask, current_app
 from flask_babel import gettext as _
 from sqlalchemy import (
     Integer,
+    Update,
     bindparam,
+    case,
     func,
     insert,
     literal,
@@ -554,21 +556,12 @@ def record_results(
         else:
             retry.append({"i": row.send_id, "e": f"{result.code} {result.text}"[:500]})
     table = SendLog.__table__
-    if sent:
-        # The batch's common values in one statement, then each row's
-        # Message-ID: an executemany with no values to convert (a time stamp in
-        # it was converted once per row).
-        session.execute(
-            table.update()
-            .where(table.c.id.in_([item["i"] for item in sent]))
-            .values(status=SendStatus.SENT, sent_at=now, claimed_until=None)
-        )
-        session.execute(
-            table.update()
-            .where(table.c.id == bindparam("i"))
-            .values(message_id=bindparam("m")),
-            sent,
-        )
+    for start in range(0, len(sent), _MARK_SENT_MAX):
+        chunk = sent[start : start + _MARK_SENT_MAX]
+        params: dict[str, Any] = {"now": now}
+        for n, item in enumerate(chunk):
+            params[f"i{n}"], params[f"m{n}"] = item["i"], item["m"]
+        session.execute(_mark_sent(len(chunk)), params)
     if failed:
         session.execute(
             table.update()
@@ -591,6 +584,44 @@ def record_results(
         )
     if commit:
         session.commit()
+
+
+_MARK_SENT_MAX = 500  # rows per statement (two parameters each)
+_MARK_SENT: dict[int, Update] = {}
+
+
+def _mark_sent(count: int) -> Update:
+    """The UPDATE that marks `count` rows sent, each with its own Message-ID.
+
+    One statement, each row written once (its Message-ID by a CASE on its id):
+    an executemany is a statement per row, which on PostgreSQL each travel to
+    the server. Made once per row count: building the CASE of a hundred rows
+    anew for every batch cost more than running it. Parameters: `now`, and
+    `i0`, `m0`... each row's id and Message-ID.
+    """
+    statement = _MARK_SENT.get(count)
+    if statement is None:
+        table = SendLog.__table__
+        ids = [bindparam(f"i{n}", type_=table.c.id.type) for n in range(count)]
+        message_ids = [
+            bindparam(f"m{n}", type_=table.c.message_id.type) for n in range(count)
+        ]
+        statement = _MARK_SENT[count] = (
+            table.update()
+            .where(table.c.id.in_(ids))
+            .values(
+                status=SendStatus.SENT,
+                message_id=case(
+                    *[
+                        (table.c.id == i, m)
+                        for i, m in zip(ids, message_ids, strict=True)
+                    ]
+                ),
+                sent_at=bindparam("now", type_=table.c.sent_at.type),
+                claimed_until=None,
+            )
+        )
+    return statement
 
 
 def _retry_later(session: Session, send_id: int, error: str, now: datetime) -> None:

@@ -282,6 +282,35 @@ def test_a_running_sender_has_committed_every_accepted_mail_while_it_waits(
         thread.join(60)
 
 
+def test_a_batch_is_recorded_with_each_rows_own_message_id(monkeypatch, app, db, club):
+    from campaigns.smtp import Result
+
+    monkeypatch.setattr(sending, "_MARK_SENT_MAX", 3)  # several statements
+    add_members(db, club, 8)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    rows, _skipped = sending.claim_batch(db.session, campaign.id, 8, NOW)
+    results = [
+        (row, Result(row.send_id, 250 if n != 4 else 550, "ok"), f"<{row.send_id}.x@t>")
+        for n, row in enumerate(rows)
+    ]
+
+    sending.record_results(db.session, results, NOW)
+
+    db.session.expire_all()
+    logs = db.session.scalars(
+        select(SendLog).filter_by(campaign_id=campaign.id).order_by(SendLog.id)
+    ).all()
+    assert [log.id for log in logs] == [row.send_id for row in rows]
+    for n, log in enumerate(logs):
+        if n == 4:
+            assert (log.status, log.message_id) == (SendStatus.FAILED, None)
+        else:
+            assert log.status is SendStatus.SENT
+            assert log.message_id == f"<{log.id}.x@t>"
+            assert log.sent_at == NOW and log.claimed_until is None
+
+
 def test_the_one_click_unsubscribe_link_in_the_mail_works(
     smtp_app_config, smtp_server, app, db, club, client
 ):
