@@ -55,21 +55,17 @@ class Result:
         return 500 <= self.code < 600
 
 
+# A line that starts with ".". (`bytes.replace` takes 33 µs on a 20 KB
+# newsletter and `bytes.find` 15 µs: quoted-printable HTML is full of dots and
+# line ends, which defeat their skip tables; the regex engine takes 8 µs.)
+_LINE_START_DOT = re.compile(rb"\r\n\.")
+
+
 def dot_stuff(data: bytes) -> bytes:
     """The message with lines starting with '.' doubled, ending in CRLF."""
     if data.startswith(b"."):
         data = b"." + data
-    # `bytes.replace` takes 30 µs on a 20 KB message with a few such lines,
-    # `find` 3 µs: look for them, copy only around them.
-    at = data.find(b"\r\n.")
-    if at >= 0:
-        parts, start = [], 0
-        while at >= 0:
-            parts.append(data[start : at + 3])
-            start = at + 2  # the next part starts with the same ".": doubled
-            at = data.find(b"\r\n.", at + 3)
-        parts.append(data[start:])
-        data = b"".join(parts)
+    data = _LINE_START_DOT.sub(b"\r\n..", data)
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
