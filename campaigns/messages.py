@@ -22,9 +22,12 @@ import time
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from klubpost.security import PreparedHmac
 
 CRLF = b"\r\n"
 # Header lines may not carry line breaks: a CR or LF in a name or subject would let
@@ -73,20 +76,52 @@ class QpTemplate:
             raise ValueError("a template has one more piece than slots")
         self.slots = slots
         self._encoded = [_qp_piece(piece) for piece in pieces]
+        # The encoded body as a list with a gap after each piece: a recipient's
+        # values go into the gaps, then one join makes the body.
+        self._layout: list[bytes] = []
+        for encoded in self._encoded:
+            self._layout += [encoded, b""]
+        self._layout.pop()
+        self._gaps = [(2 * n + 1, slot) for n, slot in enumerate(slots)]
 
-    def render(self, values: dict[str, str]) -> bytes:
-        """The encoded body with every slot filled from `values`."""
-        out = [self._encoded[0]]
-        for slot, encoded in zip(self.slots, self._encoded[1:], strict=True):
-            out.append(_qp_piece(values[slot]))
-            out.append(encoded)
+    def render(
+        self, values: dict[str, str], encoded: dict[str, bytes] | None = None
+    ) -> bytes:
+        """The encoded body with every slot filled from `values`.
+
+        `encoded` remembers values already encoded (value -> bytes): renderings
+        that share values (a mail's HTML and text parts) may pass the same one.
+        """
+        if encoded is None:
+            encoded = {}
+        out = self._layout.copy()
+        for index, slot in self._gaps:
+            value = values[slot]
+            piece = encoded.get(value)
+            if piece is None:
+                piece = encoded[value] = _qp_piece(value)
+            out[index] = piece
         return b"".join(out)
 
 
 QP_LINE = 76  # RFC 2045: at most 76 characters an encoded line
+# Printable ASCII except "=": quoted-printable keeps these characters as they
+# are, so a value made only of them (a URL, most names) needs no encoder, just
+# soft line breaks after every 75 of them, where `binascii.b2a_qp` puts them.
+_QP_LITERAL = re.compile(r"[!-<>-~]+")
+_QP_SOFT_BREAK = b"=" + CRLF
 
 
 def _qp_piece(text: str) -> bytes:
+    # A lone "." on a line is the one exception b2a_qp makes among these.
+    if _QP_LITERAL.fullmatch(text) and text != ".":
+        data = text.encode("ascii")
+        if len(data) < QP_LINE:
+            return data + _QP_SOFT_BREAK
+        step = QP_LINE - 1
+        return b"".join(
+            [data[i : i + step] + _QP_SOFT_BREAK for i in range(0, len(data), step)]
+        )
     encoded = _qp(text)
     if not encoded or encoded.endswith(CRLF):
         return encoded
@@ -101,7 +136,7 @@ def _qp_piece(text: str) -> bytes:
         cut -= 2 if last[cut - 2 : cut - 1] == b"=" else last[cut - 1 : cut] == b"="
         last = last[:cut] + b"=" + CRLF + last[cut:]
         encoded = head + sep + last
-    return encoded + b"=" + CRLF
+    return encoded + _QP_SOFT_BREAK
 
 
 @dataclass(frozen=True)
@@ -202,6 +237,9 @@ class MessageFrame:
     dkim: DkimSigner | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
     _fixed: list[tuple[str, str]] = field(default_factory=list, compare=False)
+    # The encoded fixed headers and MIME frame, per boundary (see `_encoded`).
+    _bytes: dict[str, tuple[bytes, ...]] = field(default_factory=dict, compare=False)
+    _verp: list[PreparedHmac] = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
         fixed = [("From", address(self.from_name, self.from_email))]
@@ -211,11 +249,51 @@ class MessageFrame:
         fixed.append(("List-Id", encode_header_value(self.list_id)))
         fixed.extend((n, encode_header_value(v)) for n, v in self.extra_headers)
         self._fixed.extend(fixed)
+        self._verp.append(PreparedHmac(self.verp_secret, "sha256"))
 
     def return_path(self, send_id: int) -> str:
         """The VERP envelope sender naming this send: bounces+<id>.<mac>@domain."""
-        mac = hmac.new(self.verp_secret, str(send_id).encode(), "sha256").hexdigest()
+        mac = self._verp[0].hexdigest(str(send_id).encode())
         return f"bounces+{send_id}.{mac[:10]}@{self.bounce_domain}"
+
+    def _encoded(self, boundary: str) -> tuple[bytes, ...]:
+        """What every message with this MIME boundary shares, as bytes: the
+        headers before To, those after List-Unsubscribe (with the blank line),
+        and the MIME frame before the text part, between the parts, at the end.
+        """
+        parts = self._bytes.get(boundary)
+        if parts is None:
+            b = boundary.encode()
+            before = b"".join(_fold(name, value) + CRLF for name, value in self._fixed)
+            after = b"".join(
+                _fold(name, value) + CRLF for name, value in _frame_headers(boundary)
+            )
+            parts = self._bytes[boundary] = (
+                before,
+                after + CRLF,
+                b"--" + b + CRLF + _PART_HEADERS % b"plain",
+                CRLF + b"--" + b + CRLF + _PART_HEADERS % b"html",
+                CRLF + b"--" + b + b"--" + CRLF,
+            )
+        return parts
+
+
+_PART_HEADERS = (
+    b"Content-Type: text/%s; charset=utf-8"
+    + CRLF
+    + b"Content-Transfer-Encoding: quoted-printable"
+    + CRLF
+    + CRLF
+)
+
+
+def _frame_headers(boundary: str) -> list[tuple[str, str]]:
+    """The headers after the recipient's own, the same in every message."""
+    return [
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+    ]
 
 
 def verp_send_id(recipient: str, secret: bytes) -> int | None:
@@ -264,38 +342,63 @@ def build_message(
     # "=_" never occurs in a quoted-printable body ("=" is encoded as "=3D"), so
     # one boundary per process is safe; no per-message randomness is needed.
     boundary = "=_kp" + _PROCESS[0]
-    headers = list(frame._fixed)
-    headers += [
-        ("To", address(to_name, to_email)),
-        ("Date", formatdate(usegmt=True)),
+    before, after, text_start, html_start, end = frame._encoded(boundary)
+    personal = [
+        ("To", recipient_address(to_name, to_email)),
+        ("Date", _date_header()),
         ("Message-ID", message_id),
         ("List-Unsubscribe", f"<{one_line(unsubscribe_url)}>"),
-        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ("MIME-Version", "1.0"),
-        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
     ]
-    b = boundary.encode()
-    body = b"".join(
-        [
-            b"--" + b + CRLF,
-            b"Content-Type: text/plain; charset=utf-8" + CRLF,
-            b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF,
-            text if isinstance(text, bytes) else _qp(text),
-            CRLF + b"--" + b + CRLF,
-            b"Content-Type: text/html; charset=utf-8" + CRLF,
-            b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF,
-            html if isinstance(html, bytes) else _qp(html),
-            CRLF + b"--" + b + b"--" + CRLF,
-        ]
-    )
-    head = CRLF.join(_fold(name, value) for name, value in headers)
-    if frame.dkim is not None:
-        head = _fold_dkim(frame.dkim.signature_header(headers, body)) + CRLF + head
+    # Only these headers and the two bodies are this recipient's: the message
+    # is one join of them and the pieces encoded once for the campaign.
+    own = (
+        f"To: {personal[0][1]}\r\nDate: {personal[1][1]}\r\n"
+        f"Message-ID: {message_id}\r\nList-Unsubscribe: {personal[3][1]}\r\n"
+    ).encode("ascii")
+    text = text if isinstance(text, bytes) else _qp(text)
+    html = html if isinstance(html, bytes) else _qp(html)
+    if frame.dkim is None:
+        data = b"".join([before, own, after, text_start, text, html_start, html, end])
+    else:
+        body = b"".join([text_start, text, html_start, html, end])
+        headers = frame._fixed + personal + _frame_headers(boundary)
+        signature = _fold_dkim(frame.dkim.signature_header(headers, body))
+        data = b"".join([signature, CRLF, before, own, after, body])
     return BuiltMessage(
         envelope_from=frame.return_path(send_id),
         message_id=message_id,
-        data=head + CRLF + CRLF + body,
+        data=data,
     )
+
+
+@lru_cache(maxsize=4096)
+def _display_name(name: str) -> str:
+    """How `formataddr` writes the display name `name` (quoted, or RFC 2047
+    encoded when it is not ASCII). Names repeat across a club's members and the
+    encoding is the slow part of an address, so they are remembered."""
+    return formataddr((name, "a@b"), charset="utf-8")[: -len(" <a@b>")]
+
+
+def recipient_address(name: str | None, email: str) -> str:
+    """`address(name, email)`, faster for the many recipients of a campaign."""
+    name, email = one_line(name or ""), one_line(email)
+    if not email.isascii():
+        return address(name, email)  # refused there, as it always was
+    return f"{_display_name(name)} <{email}>" if name else email
+
+
+# (second, Date header): mails built in the same second share their Date.
+_DATE = [(0, "")]
+
+
+def _date_header() -> str:
+    """The Date header of a message made now (RFC 5322, GMT)."""
+    now = int(time.time())
+    second, value = _DATE[0]
+    if second != now:
+        value = formatdate(now, usegmt=True)
+        _DATE[0] = (now, value)
+    return value
 
 
 def _fold(name: str, value: str) -> bytes:

@@ -319,6 +319,7 @@ class CompiledNewsletter:
     _qp: tuple[QpTemplate, QpTemplate] | None = None
 
     def __post_init__(self) -> None:
+        self._link_keys = [f"link{i}" for i in range(len(self.links))]
         self._link_text = {f"link{i}": link.url for i, link in enumerate(self.links)}
         self._link_html = {
             key: html_lib.escape(url) for key, url in self._link_text.items()
@@ -358,7 +359,9 @@ class CompiledNewsletter:
                 QpTemplate(self._text.parts[0::2], self._text.parts[1::2]),
             )
         escaped, values = self._values(recipient, link_urls, tracking_html)
-        return self._qp[0].render(escaped), self._qp[1].render(values)
+        # Most values (the links) are the same in both parts: encoded once.
+        encoded: dict[str, bytes] = {}
+        return self._qp[0].render(escaped, encoded), self._qp[1].render(values, encoded)
 
     def _values(
         self, recipient: Recipient, link_urls: dict[int, str] | None, tracking_html: str
@@ -376,17 +379,26 @@ class CompiledNewsletter:
         for key in self._extra_keys:
             value = extra.get(key[2:])
             values[key] = "" if value is None else str(value)
-        escape = html_lib.escape
-        escaped = {key: escape(value) for key, value in values.items()}
+        escaped = {key: _escape(value) for key, value in values.items()}
         values.update(self._link_text)
         escaped.update(self._link_html)
         if link_urls:
+            keys = self._link_keys
             for index, url in link_urls.items():
-                key = f"link{index}"
-                if key in values:
-                    values[key], escaped[key] = url, escape(url)
+                if 0 <= index < len(keys):
+                    key = keys[index]
+                    values[key], escaped[key] = url, _escape(url)
         escaped[TRACKING_SLOT] = tracking_html
         return escaped, values
+
+
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
+
+
+def _escape(value: str) -> str:
+    """`html.escape`, skipped for the many values (tokens, plain URLs, names)
+    that have nothing to escape."""
+    return html_lib.escape(value) if _HTML_SPECIAL.search(value) else value
 
 
 def sample_recipient(language: str) -> Recipient:

@@ -22,7 +22,8 @@
    so the campaign waits and resumes, and never drops mail.
 
 **Exactly once.** A row is marked sent only after the server accepted its mail,
-in the same transaction as the rest of its batch. If a sender is killed (even
+in the same transaction as the rest of its batch (and the sender's next claim:
+one commit a batch). If a sender is killed (even
 with SIGKILL), the rows it had claimed keep their lease until it expires and are
 then sent again. So after a crash every member has received exactly one mail,
 except the messages in flight at the kill: at most one batch
@@ -52,7 +53,18 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app
 from flask_babel import gettext as _
-from sqlalchemy import Integer, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Update,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from campaigns import compose, dkim
@@ -75,7 +87,7 @@ from campaigns.smtp import Envelope, Result, SmtpConnection, SmtpError
 from klubpost.db import db, utcnow
 from klubpost.links import external_url
 from klubpost.mail import OutboxTransport, SmtpTransport, transport_from_url
-from klubpost.security import sign
+from klubpost.security import id_token_maker
 from subscribers.models import Membership, MembershipStatus, Subscriber
 from tracking import mail as tracking_mail
 
@@ -449,43 +461,52 @@ class Claimed:
 def claim_batch(
     session: Session, campaign_id: int, size: int, now: datetime
 ) -> tuple[list[Claimed], int]:
-    """Lease up to `size` due rows; rows whose member left are skipped. Commits."""
+    """Lease up to `size` due rows; rows whose member left are skipped. Commits.
+
+    Written against the tables, not the ORM classes: the rows are never loaded
+    as objects, and the ORM's bookkeeping for a bulk UPDATE (looking for the
+    rows in the session to refresh them) was a good part of the CPU a batch
+    cost the sender.
+    """
+    log = SendLog.__table__
     due = (
-        select(SendLog.id)
+        select(log.c.id)
         .where(
-            SendLog.campaign_id == campaign_id,
-            SendLog.status == SendStatus.QUEUED,
-            or_(SendLog.claimed_until.is_(None), SendLog.claimed_until < now),
-            or_(SendLog.next_attempt_at.is_(None), SendLog.next_attempt_at <= now),
+            log.c.campaign_id == campaign_id,
+            log.c.status == SendStatus.QUEUED,
+            or_(log.c.claimed_until.is_(None), log.c.claimed_until < now),
+            or_(log.c.next_attempt_at.is_(None), log.c.next_attempt_at <= now),
         )
-        .order_by(SendLog.id)
+        .order_by(log.c.id)
         .limit(size)
         .with_for_update(skip_locked=True)
     )
     ids = session.scalars(
-        update(SendLog)
-        .where(SendLog.id.in_(due.scalar_subquery()))
-        .values(claimed_until=now + lease(), attempts=SendLog.attempts + 1)
-        .returning(SendLog.id)
+        log.update()
+        .where(log.c.id.in_(due.scalar_subquery()))
+        .values(claimed_until=now + lease(), attempts=log.c.attempts + 1)
+        .returning(log.c.id)
     ).all()
     if not ids:
         session.commit()
         return [], 0
+    member, subscriber = Membership.__table__.c, Subscriber.__table__
     rows = session.execute(
         select(
-            SendLog.id,
-            Subscriber.id,
-            Subscriber.email,
-            Subscriber.first_name,
-            Subscriber.last_name,
-            Subscriber.attributes,
-            Membership.status,
-            SendLog.tracked,
+            log.c.id,
+            subscriber.c.id,
+            subscriber.c.email,
+            subscriber.c.first_name,
+            subscriber.c.last_name,
+            subscriber.c.attributes,
+            member.status,
+            log.c.tracked,
         )
-        .join(Subscriber, Subscriber.id == SendLog.subscriber_id, isouter=True)
-        .join(Membership, Membership.id == SendLog.membership_id, isouter=True)
-        .where(SendLog.id.in_(ids))
-        .order_by(SendLog.id)
+        .select_from(log)
+        .join(subscriber, subscriber.c.id == log.c.subscriber_id, isouter=True)
+        .join(Membership.__table__, member.id == log.c.membership_id, isouter=True)
+        .where(log.c.id.in_(ids))
+        .order_by(log.c.id)
     ).all()
     claimed, gone = [], []
     for send_id, sub_id, email, first, last, attrs, status, tracked in rows:
@@ -497,8 +518,8 @@ def claim_batch(
             )
     if gone:
         session.execute(
-            update(SendLog)
-            .where(SendLog.id.in_(gone))
+            log.update()
+            .where(log.c.id.in_(gone))
             .values(status=SendStatus.SKIPPED, claimed_until=None)
         )
     session.commit()
@@ -514,8 +535,16 @@ def record_results(
     session: Session,
     results: list[tuple[Claimed, Result, str]],
     now: datetime,
+    *,
+    commit: bool = True,
 ) -> None:
-    """Write a batch's outcomes (sent / retry / failed) in one transaction. Commits."""
+    """Write a batch's outcomes (sent / retry / failed) in one transaction.
+
+    Commits, unless `commit` is false: then the caller's next commit does
+    (a sender commits them with its next claim, one commit a batch instead of
+    two: on a busy database each commit waits for the disk, and SQLite lets one
+    writer commit at a time).
+    """
     sent, retry, failed, bounced_members = [], [], [], []
     for row, result, message_id in results:
         if result.accepted:
@@ -527,18 +556,12 @@ def record_results(
         else:
             retry.append({"i": row.send_id, "e": f"{result.code} {result.text}"[:500]})
     table = SendLog.__table__
-    if sent:
-        session.execute(
-            table.update()
-            .where(table.c.id == bindparam("i"))
-            .values(
-                status=SendStatus.SENT,
-                message_id=bindparam("m"),
-                sent_at=now,
-                claimed_until=None,
-            ),
-            sent,
-        )
+    for start in range(0, len(sent), _MARK_SENT_MAX):
+        chunk = sent[start : start + _MARK_SENT_MAX]
+        params: dict[str, Any] = {"now": now}
+        for n, item in enumerate(chunk):
+            params[f"i{n}"], params[f"m{n}"] = item["i"], item["m"]
+        session.execute(_mark_sent(len(chunk)), params)
     if failed:
         session.execute(
             table.update()
@@ -559,7 +582,46 @@ def record_results(
             .where(Membership.id.in_(member_ids))
             .values(status=MembershipStatus.BOUNCED)
         )
-    session.commit()
+    if commit:
+        session.commit()
+
+
+_MARK_SENT_MAX = 500  # rows per statement (two parameters each)
+_MARK_SENT: dict[int, Update] = {}
+
+
+def _mark_sent(count: int) -> Update:
+    """The UPDATE that marks `count` rows sent, each with its own Message-ID.
+
+    One statement, each row written once (its Message-ID by a CASE on its id):
+    an executemany is a statement per row, which on PostgreSQL each travel to
+    the server. Made once per row count: building the CASE of a hundred rows
+    anew for every batch cost more than running it. Parameters: `now`, and
+    `i0`, `m0`... each row's id and Message-ID.
+    """
+    statement = _MARK_SENT.get(count)
+    if statement is None:
+        table = SendLog.__table__
+        ids = [bindparam(f"i{n}", type_=table.c.id.type) for n in range(count)]
+        message_ids = [
+            bindparam(f"m{n}", type_=table.c.message_id.type) for n in range(count)
+        ]
+        statement = _MARK_SENT[count] = (
+            table.update()
+            .where(table.c.id.in_(ids))
+            .values(
+                status=SendStatus.SENT,
+                message_id=case(
+                    *[
+                        (table.c.id == i, m)
+                        for i, m in zip(ids, message_ids, strict=True)
+                    ]
+                ),
+                sent_at=bindparam("now", type_=table.c.sent_at.type),
+                claimed_until=None,
+            )
+        )
+    return statement
 
 
 def _retry_later(session: Session, send_id: int, error: str, now: datetime) -> None:
@@ -661,18 +723,26 @@ class MemberLinks:
     def __init__(self, club_id: int) -> None:
         self.club_id = club_id
         marker = "KLUBPOST-TOKEN"
-        self._unsubscribe = external_url("public.unsubscribe", token=marker)
-        self._preferences = external_url("public.preferences", token=marker)
-        self._marker = marker
+        # Each URL around its token, and the token makers resolved once: they
+        # are used twice a mail.
+        self._unsubscribe = external_url("public.unsubscribe", token=marker).split(
+            marker, 1
+        )
+        self._preferences = external_url("public.preferences", token=marker).split(
+            marker, 1
+        )
+        self._unsubscribe_tokens = id_token_maker("unsubscribe")
+        self._manage_tokens = id_token_maker("manage")
 
     def unsubscribe(self, subscriber_id: int) -> str:
         """The member's one-click unsubscribe URL for this club."""
-        token = sign("unsubscribe", subscriber_id, self.club_id)
-        return self._unsubscribe.replace(self._marker, token)
+        token = self._unsubscribe_tokens.dumps_ids(subscriber_id, self.club_id)
+        return self._unsubscribe[0] + token + self._unsubscribe[1]
 
     def preferences(self, subscriber_id: int) -> str:
         """The member's preferences page."""
-        return self._preferences.replace(self._marker, sign("manage", subscriber_id))
+        token = self._manage_tokens.dumps_ids(subscriber_id)
+        return self._preferences[0] + token + self._preferences[1]
 
 
 def prepare(session: Session, campaign: Campaign) -> Prepared:
@@ -812,12 +882,22 @@ class Sender:
                     if wait_for is None or wait_for():
                         break
                     self.stop.wait(0.5)
+            except BaseException:
+                # What the server accepted before the failure stays recorded.
+                _commit_if_possible(session)
+                raise
+            else:
+                session.commit()  # the last batch's results
             finally:
                 channel.close()
                 db.session.remove()
 
     def _round(self, session: Session, channel: _Channel, prepared: dict) -> bool:
-        """One batch of one campaign; False if no campaign had due work."""
+        """One batch of one campaign; False if no campaign had due work.
+
+        The previous batch's results are committed here, with the next claim
+        (or before waiting, when there is nothing to claim).
+        """
         for campaign_id in sending_campaign_ids(session):
             rows, _skipped = claim_batch(
                 session, campaign_id, self.batch_size, utcnow()
@@ -830,6 +910,7 @@ class Sender:
                 prepared[campaign_id] = prepare(session, campaign)
             self._send(session, channel, prepared[campaign_id], rows)
             return True
+        session.commit()
         return False
 
     def _send(
@@ -855,13 +936,25 @@ class Sender:
         except SmtpError as exc:
             error = str(exc)
         now = utcnow()
-        record_results(session, results, now)
+        # Committed with the next claim; at once if the rest goes back unsent.
+        record_results(session, results, now, commit=error is not None)
         with self._count_lock:
             self.sent += sum(1 for _r, result, _m in results if result.accepted)
         if error is not None:
             # Unanswered rows go back to the queue; the server is given a pause.
             release(session, [row for row, _m in messages.values()], now, error)
             self.stop.wait(min(DOWN_PAUSE.total_seconds(), 5))
+
+
+def _commit_if_possible(session: Session) -> None:
+    """Commit the recorded results while a sender thread fails for another
+    reason; if the transaction itself failed, nothing more can be done (its
+    rows are sent again when their lease runs out)."""
+    try:
+        session.commit()
+    except Exception:
+        log.exception("a sender's last results could not be committed")
+        session.rollback()
 
 
 def run_processes(

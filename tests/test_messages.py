@@ -13,7 +13,9 @@ from campaigns.messages import (
     DkimSigner,
     MessageFrame,
     QpTemplate,
+    address,
     build_message,
+    recipient_address,
     verp_send_id,
 )
 
@@ -206,6 +208,34 @@ def test_qp_template_lines_stay_within_76_and_decode_exactly(length, filler):
         "<p>" + "x" * 70 + value + "</p>\r\n" + value
     )
     assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+
+
+@pytest.mark.parametrize("length", [1, 74, 75, 76, 77, 150, 151, 152, 300])
+def test_url_like_values_stay_within_76_and_decode_exactly(length):
+    import quopri
+    import random
+
+    rng = random.Random(length)
+    # Printable ASCII without "=" (the characters kept as they are), with many
+    # dots, which must survive at the start of a line.
+    alphabet = [chr(c) for c in range(33, 127) if c != 61] + ["."] * 20
+    for _ in range(200):
+        value = "".join(rng.choice(alphabet) for _ in range(length))
+        template = QpTemplate(['<a href="', '">'], ["url"])
+        encoded = template.render({"url": value})
+        assert quopri.decodestring(encoded).decode() == '<a href="' + value + '">'
+        assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+    lone_dot = QpTemplate(["a\n", "\nb"], ["slot"]).render({"slot": "."})
+    assert b"\r\n.\r\n" not in lone_dot  # (it would end the SMTP message)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "Bo Jensen", "Åse Sørensen", "Jensen, Bo", 'Bo "B" Jensen', "A\r\nBcc: x"],
+)
+def test_recipient_address_is_the_address(name):
+    assert recipient_address(name, "bo@example.dk") == address(name, "bo@example.dk")
+    assert recipient_address(name, "bo@example.dk") == address(name, "bo@example.dk")
 
 
 def test_relaxed_body_canonicalization_matches_dkimpy():

@@ -239,6 +239,78 @@ def test_every_member_gets_exactly_one_mail_with_the_list_headers(
     assert (progress.total, progress.sent, progress.queued) == (30, 30, 0)
 
 
+def test_a_running_sender_has_committed_every_accepted_mail_while_it_waits(
+    smtp_app_config, smtp_server, app, db, club
+):
+    """A batch's results are committed with the next claim: a sender that stops
+    finding work (paused campaign) must not keep them open meanwhile."""
+    import threading
+    import time
+
+    smtp_server.delay = 0.02
+    add_members(db, club, 40)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    done = threading.Event()
+    sender = _sender(app, batch_size=5, connections=1)
+    thread = threading.Thread(target=sender.run, kwargs={"wait_for": done.is_set})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(smtp_server.received) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sending.pause(db.session.get(Campaign, campaign.id))
+        db.session.commit()
+        # The sender finishes its batch in flight, then finds nothing to do.
+        while time.monotonic() < deadline:
+            db.session.expire_all()
+            received = len(smtp_server.received)
+            if _statuses(db, campaign).get(SendStatus.SENT) == received:
+                break
+            time.sleep(0.05)
+        time.sleep(0.6)  # a round or more of waiting
+        db.session.expire_all()
+        received = len(smtp_server.received)
+        assert 10 <= received < 40
+        assert thread.is_alive()
+        assert _statuses(db, campaign) == {
+            SendStatus.SENT: received,
+            SendStatus.QUEUED: 40 - received,
+        }
+    finally:
+        done.set()
+        thread.join(60)
+
+
+def test_a_batch_is_recorded_with_each_rows_own_message_id(monkeypatch, app, db, club):
+    from campaigns.smtp import Result
+
+    monkeypatch.setattr(sending, "_MARK_SENT_MAX", 3)  # several statements
+    add_members(db, club, 8)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+    rows, _skipped = sending.claim_batch(db.session, campaign.id, 8, NOW)
+    results = [
+        (row, Result(row.send_id, 250 if n != 4 else 550, "ok"), f"<{row.send_id}.x@t>")
+        for n, row in enumerate(rows)
+    ]
+
+    sending.record_results(db.session, results, NOW)
+
+    db.session.expire_all()
+    logs = db.session.scalars(
+        select(SendLog).filter_by(campaign_id=campaign.id).order_by(SendLog.id)
+    ).all()
+    assert [log.id for log in logs] == [row.send_id for row in rows]
+    for n, log in enumerate(logs):
+        if n == 4:
+            assert (log.status, log.message_id) == (SendStatus.FAILED, None)
+        else:
+            assert log.status is SendStatus.SENT
+            assert log.message_id == f"<{log.id}.x@t>"
+            assert log.sent_at == NOW and log.claimed_until is None
+
+
 def test_the_one_click_unsubscribe_link_in_the_mail_works(
     smtp_app_config, smtp_server, app, db, club, client
 ):

@@ -105,3 +105,20 @@ def test_a_server_that_goes_away_mid_send_raises_after_the_known_verdicts(
 def test_dot_stuffing():
     assert dot_stuff(b".a\r\nb\r\n.c") == b"..a\r\nb\r\n..c\r\n"
     assert dot_stuff(b"a\r\n") == b"a\r\n"
+    assert dot_stuff(b"a\r\n.\r\n.\r\n..") == b"a\r\n..\r\n..\r\n...\r\n"
+    assert dot_stuff(b".") == b"..\r\n"
+    assert dot_stuff(b"") == b"\r\n"
+
+
+def test_dot_stuffing_is_doubling_every_line_start_dot():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(5000):
+        data = bytes(rng.choice(b"\r\n.a") for _ in range(rng.randrange(0, 40)))
+        expected = (b"." if data.startswith(b".") else b"") + data.replace(
+            b"\r\n.", b"\r\n.."
+        )
+        if not expected.endswith(b"\r\n"):
+            expected += b"\r\n"
+        assert dot_stuff(data) == expected

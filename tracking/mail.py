@@ -119,8 +119,10 @@ class MailTracking:
         self.individual = mode is TrackingMode.INDIVIDUAL
         self.links = links  # index in newsletter.links -> tracked_link.id
         self.honeypot_id = honeypot_id
-        self._click = external_url("tracking.click", token=_MARK)
-        self._open = external_url("tracking.pixel", token=_MARK)
+        self._link_ids = [*links.values(), honeypot_id]
+        # Each URL around its token: a member's URL is three strings joined.
+        self._click = external_url("tracking.click", token=_MARK).split(_MARK, 1)
+        self._open = external_url("tracking.pixel", token=_MARK).split(_MARK, 1)
         self._anonymous = None if self.individual else self._urls(None)
 
     def for_member(
@@ -134,15 +136,16 @@ class MailTracking:
         return self._urls(send_id)
 
     def _urls(self, send_id: int | None) -> tuple[dict[int, str], str]:
-        click, mark = self.signer.click, _MARK
+        before, after = self._click
+        # The honeypot's token is made with the links' and comes last.
+        *tokens, honeypot = self.signer.clicks(self._link_ids, send_id)
         urls = {
-            index: self._click.replace(mark, click(link_id, send_id))
-            for index, link_id in self.links.items()
+            index: before + token + after
+            for index, token in zip(self.links, tokens, strict=True)
         }
-        honeypot = self._click.replace(mark, click(self.honeypot_id, send_id))
-        pixel = self._open.replace(mark, self.signer.open(self.campaign_id, send_id))
-        html = HONEYPOT_HTML.format(url=honeypot) + PIXEL_HTML.format(url=pixel)
-        return urls, html
+        pixel = self.signer.open(self.campaign_id, send_id).join(self._open)
+        html = HONEYPOT_HTML.format(url=before + honeypot + after)
+        return urls, html + PIXEL_HTML.format(url=pixel)
 
 
 def _link_ids(rows, newsletter: CompiledNewsletter) -> dict[int, int]:

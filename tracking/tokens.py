@@ -16,15 +16,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadData, Signer
-from itsdangerous.encoding import base64_decode, base64_encode
-from itsdangerous.signer import HMACAlgorithm
+from itsdangerous.encoding import base64_decode
 
-from klubpost.security import InvalidToken, _IdSerializer
+from klubpost.security import (
+    InvalidToken,
+    PreparedHmac,
+    _IdSerializer,
+    _PlainHmac,
+    urlsafe_b64,
+)
 
 CLICK = "click"
 OPEN = "open"
@@ -45,7 +50,7 @@ def tracking_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-class _OneShotHMAC(HMACAlgorithm):
+class _OneShotHMAC(_PlainHmac):
     """HMAC-SHA1 as itsdangerous makes it, through hashlib's one-call C path."""
 
     def get_signature(self, key: bytes, value: bytes) -> bytes:
@@ -84,7 +89,7 @@ class _TokenSerializer(_IdSerializer):
         super().__init__(*args, **kwargs)
         self._signer = super().make_signer(self.salt)
         self._macs = [
-            hmac.new(self._signer.derive_key(key), digestmod=hashlib.sha1)
+            PreparedHmac(self._signer.derive_key(key), "sha1")
             for key in reversed(self.secret_keys)
         ]
 
@@ -103,10 +108,8 @@ class _TokenSerializer(_IdSerializer):
         payload, _, signature = token.rpartition(".")
         if payload.isascii() and signature.isascii() and payload[:1] != ".":
             value, wanted = payload.encode(), signature.encode()
-            for prepared in self._macs:
-                mac = prepared.copy()
-                mac.update(value)
-                if hmac.compare_digest(base64_encode(mac.digest()), wanted):
+            for mac in self._macs:
+                if hmac.compare_digest(urlsafe_b64(mac.digest(value)), wanted):
                     ids = _TWO_IDS.fullmatch(base64_decode(value))
                     if ids is not None:
                         return int(ids[1]), int(ids[2])
@@ -133,11 +136,15 @@ class TokenSigner:
 
     def click(self, link_id: int, send_id: int | None) -> str:
         """The token of one link for one member (send_id None: anonymous)."""
-        return self._click.dumps([link_id, send_id or 0])
+        return self._click.dumps_ids(link_id, send_id or 0)
+
+    def clicks(self, link_ids: Iterable[int], send_id: int | None) -> list[str]:
+        """`[click(link_id, send_id) for link_id in link_ids]`, made faster."""
+        return self._click.dumps_pairs(link_ids, send_id or 0)
 
     def open(self, campaign_id: int, send_id: int | None) -> str:
         """The open pixel's token for one member (send_id None: anonymous)."""
-        return self._open.dumps([campaign_id, send_id or 0])
+        return self._open.dumps_ids(campaign_id, send_id or 0)
 
     def read_click(self, token: str) -> tuple[int, int | None]:
         """(link id, send id or None) from a click token, or InvalidToken."""
