@@ -30,7 +30,10 @@ except the messages in flight at the kill: at most one batch
 (`SEND_BATCH_SIZE`, 100 by default) per SMTP connection (`SEND_CONNECTIONS`) of
 each killed sender process can be delivered twice. (`klubpost send` forks
 `SEND_PROCESSES` sender processes, which die with it.)
-Nothing is ever lost.
+Nothing is ever lost. A sender that is alive never sends past half of its
+lease (`SEND_LEASE_SECONDS`): what the rate limit or a slow server holds back
+longer goes back to the queue unsent, so no other sender can claim a row that is
+still being sent.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -94,6 +97,8 @@ from tracking import mail as tracking_mail
 log = logging.getLogger("klubpost.sending")
 
 MAX_ATTEMPTS = 6
+PACE_CHUNK = 25  # messages let through the rate limit at a time
+ZERO = timedelta(0)
 DOWN_PAUSE = timedelta(seconds=30)  # how long to wait for a server that is down
 
 
@@ -635,8 +640,15 @@ def _retry_later(session: Session, send_id: int, error: str, now: datetime) -> N
         row.next_attempt_at = now + timedelta(minutes=2 ** (row.attempts - 1))
 
 
-def release(session: Session, rows: list[Claimed], now: datetime, error: str) -> None:
-    """Give rows back unsent (the server was unreachable): no attempt is counted."""
+def release(
+    session: Session,
+    rows: list[Claimed],
+    now: datetime,
+    error: str,
+    pause: timedelta = DOWN_PAUSE,
+) -> None:
+    """Give rows back unsent, due again after `pause` (default: the server was
+    unreachable): no attempt is counted. Commits."""
     if rows:
         session.execute(
             update(SendLog)
@@ -644,7 +656,7 @@ def release(session: Session, rows: list[Claimed], now: datetime, error: str) ->
             .values(
                 claimed_until=None,
                 attempts=SendLog.attempts - 1,
-                next_attempt_at=now + DOWN_PAUSE,
+                next_attempt_at=now + pause,
                 last_error=error[:500],
             )
         )
@@ -695,23 +707,44 @@ class RateLimit:
         self._next = time.monotonic()
         self._hour: list[float] = []
 
-    def wait(self, count: int) -> None:
-        """Block until `count` more messages may go."""
+    def delay(self, count: int) -> float:
+        """Seconds until `count` more messages may go (nothing reserved)."""
         if not self.per_second and not self.per_hour:
-            return
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            delay = max(self._next, now) - now if self.per_second else 0.0
+            hour = [t for t in self._hour if t > now - 3600]
+            if self.per_hour and len(hour) + count > self.per_hour:
+                delay = max(delay, hour[0] + 3600 - now)
+            return delay
+
+    def wait(self, count: int, deadline: float | None = None) -> bool:
+        """Block until `count` more messages may go; True when they may.
+
+        False, at once and reserving nothing, if that would be after
+        `deadline` (a `time.monotonic()` value).
+        """
+        if not self.per_second and not self.per_hour:
+            return True
         with self._lock:
             now = time.monotonic()
             delay = 0.0
             if self.per_second:
-                self._next = max(self._next, now) + count / self.per_second
-                delay = self._next - count / self.per_second - now
+                delay = max(self._next, now) - now
             if self.per_hour:
                 self._hour = [t for t in self._hour if t > now - 3600]
                 if len(self._hour) + count > self.per_hour:
                     delay = max(delay, self._hour[0] + 3600 - now)
+            if deadline is not None and now + delay > deadline:
+                return False
+            if self.per_second:
+                self._next = max(self._next, now) + count / self.per_second
+            if self.per_hour:
                 self._hour.extend([now + delay] * count)
         if delay > 0:
             time.sleep(delay)
+        return True
 
 
 # ------------------------------------------------------------------ messages
@@ -898,7 +931,15 @@ class Sender:
         The previous batch's results are committed here, with the next claim
         (or before waiting, when there is nothing to claim).
         """
+        pause = self.rate.delay(min(PACE_CHUNK, self.batch_size))
+        if pause > 0:  # claim nothing while the rate limit holds mails back
+            session.commit()
+            self.stop.wait(min(pause, lease().total_seconds() / 4))
+            return not self.stop.is_set()
         for campaign_id in sending_campaign_ids(session):
+            # Sending stops well before the lease runs out: after it, another
+            # sender (or another thread of this one) may claim the same rows.
+            deadline = time.monotonic() + lease().total_seconds() / 2
             rows, _skipped = claim_batch(
                 session, campaign_id, self.batch_size, utcnow()
             )
@@ -908,7 +949,7 @@ class Sender:
             if campaign_id not in prepared:
                 campaign = session.get(Campaign, campaign_id)
                 prepared[campaign_id] = prepare(session, campaign)
-            self._send(session, channel, prepared[campaign_id], rows)
+            self._send(session, channel, prepared[campaign_id], rows, deadline)
             return True
         session.commit()
         return False
@@ -919,6 +960,7 @@ class Sender:
         channel: _Channel,
         prepared: Prepared,
         rows: list[Claimed],
+        deadline: float,
     ) -> None:
         messages = {}
         envelopes = []
@@ -926,24 +968,40 @@ class Sender:
             envelope, message_id = envelope_for(prepared, row)
             envelopes.append(envelope)
             messages[row.send_id] = (row, message_id)
-        self.rate.wait(len(envelopes))
         results: list[tuple[Claimed, Result, str]] = []
         error = None
         try:
-            for result in channel.send_many(envelopes, prepared.library_id):
+            paced = self._paced(envelopes, deadline)
+            for result in channel.send_many(paced, prepared.library_id):
                 row, message_id = messages.pop(result.key)
                 results.append((row, result, message_id))
         except SmtpError as exc:
             error = str(exc)
         now = utcnow()
         # Committed with the next claim; at once if the rest goes back unsent.
-        record_results(session, results, now, commit=error is not None)
+        record_results(session, results, now, commit=not messages)
         with self._count_lock:
             self.sent += sum(1 for _r, result, _m in results if result.accepted)
-        if error is not None:
-            # Unanswered rows go back to the queue; the server is given a pause.
-            release(session, [row for row, _m in messages.values()], now, error)
-            self.stop.wait(min(DOWN_PAUSE.total_seconds(), 5))
+        if messages:
+            # Unsent rows go back to the queue: the server broke off (it is
+            # given a pause), or the rate limit held them past the lease.
+            unsent = [row for row, _m in messages.values()]
+            if error is not None:
+                release(session, unsent, now, error)
+                self.stop.wait(min(DOWN_PAUSE.total_seconds(), 5))
+            else:
+                release(session, unsent, now, "held back by the rate limit", ZERO)
+
+    def _paced(self, envelopes: list[Envelope], deadline: float) -> Iterator[Envelope]:
+        """The envelopes, as the rate limit lets them go, and none after
+        `deadline` (the rest stays unsent and goes back to the queue)."""
+        for start in range(0, len(envelopes), PACE_CHUNK):
+            chunk = envelopes[start : start + PACE_CHUNK]
+            if not self.rate.wait(len(chunk), deadline):
+                return
+            if time.monotonic() > deadline:
+                return
+            yield from chunk
 
 
 def _commit_if_possible(session: Session) -> None:

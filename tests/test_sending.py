@@ -387,6 +387,34 @@ def test_refusals_retry_fail_or_bounce_as_the_server_says(
     assert campaign.status is CampaignStatus.SENT
 
 
+def test_a_rate_limited_batch_never_outlasts_its_lease(
+    smtp_app_config, smtp_server, db, club
+):
+    """Held back by the rate limit longer than its lease, a batch's rest goes
+    back to the queue unsent: otherwise another thread (or sender) would claim
+    the same rows once the lease ran out and the members would get two mails."""
+    from klubpost import create_app
+
+    smtp_app_config.update(SEND_LEASE_SECONDS=1, SEND_RATE_PER_SECOND=40)
+    slow_app = create_app(smtp_app_config)
+    add_members(db, club, 120)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+
+    # Each batch of 40 needs 1 s of the limit's time, as long as the lease: the
+    # third batch would wait 2 s, and its rows be claimed again meanwhile.
+    sent = sending.Sender(slow_app, connections=2, batch_size=40).run()
+
+    recipients = [r[0] for _f, r, _d in smtp_server.received]
+    assert sorted(recipients) == sorted(f"m{n}@example.dk" for n in range(120))
+    assert sent == 120
+    db.session.expire_all()
+    assert _statuses(db, campaign) == {SendStatus.SENT: 120}
+    assert campaign.status is CampaignStatus.SENT
+    with slow_app.app_context():
+        _db.engine.dispose()
+
+
 def test_a_server_that_is_down_makes_the_campaign_wait_not_drop_mail(
     app_config, smtp_server, db, club
 ):
