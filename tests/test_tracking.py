@@ -371,3 +371,32 @@ def test_a_full_buffer_drops_new_hits_instead_of_growing(client, app, db, sent):
         assert pixel.status_code == 200
     assert (recorder.pending(), recorder.dropped) == (2, 1)
     assert flush() == 2
+
+
+def test_sqlite_hits_commit_without_a_disk_flush_and_leave_the_connection_as_is(
+    tmp_path,
+):
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError
+
+    from tracking.recorder import _insert_sqlite
+
+    connection = sqlite3.connect(tmp_path / "hits.db")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    connection.execute("CREATE TABLE hit (parent_id INTEGER REFERENCES parent(id))")
+    connection.execute("INSERT INTO parent VALUES (1)")
+    connection.commit()
+    sql = "INSERT INTO hit VALUES (?)"
+
+    _insert_sqlite(connection, sql, [(1,), (1,)])
+    assert connection.execute("SELECT count(*) FROM hit").fetchone() == (2,)
+    assert connection.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+
+    with pytest.raises(IntegrityError):  # as the recorder expects it
+        _insert_sqlite(connection, sql, [(1,), (99,)])
+    assert connection.execute("SELECT count(*) FROM hit").fetchone() == (2,)
+    assert connection.execute("PRAGMA synchronous").fetchone() == (2,)
+    assert not connection.in_transaction
