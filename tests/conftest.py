@@ -261,6 +261,14 @@ def csrf_token(client, url: str = "/login") -> str:
     return match.group(1) or match.group(2)
 
 
+def submit_form(client, url: str, data: dict, page: str | None = None):
+    """POST a web form as a browser does: `data` plus the CSRF token read from
+    `page` (default: the form's own URL)."""
+    return client.post(
+        url, data={**data, "csrf_token": csrf_token(client, page or url)}
+    )
+
+
 def login(client, user: User, password: str = PASSWORD):
     """Log `user` in through the real form."""
     response = client.post(

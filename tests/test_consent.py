@@ -21,6 +21,7 @@ from conftest import (
     make_subscriber,
     make_user,
     outbox_messages,
+    submit_form,
 )
 from klubpost.mail import deliver_queued
 from subscribers.imports import run_pending_imports
@@ -118,12 +119,12 @@ def test_staff_added_member_of_a_single_opt_in_club_gets_the_mail(client, db, si
     club, editor = single
     login(client, editor)
     url = f"/clubs/{club.id}/members/new"
-    response = client.post(
+    response = submit_form(
+        client,
         url,
-        data={
+        {
             "email": "mette@example.dk",
             "language": "da",
-            "csrf_token": csrf_token(client, url),
         },
     )
     assert response.status_code == 302
@@ -148,12 +149,12 @@ def test_api_added_member_of_a_single_opt_in_club_gets_the_mail(app, db, single)
 def test_own_sign_up_in_a_single_opt_in_club_joins_at_once(client, db, single):
     club, _editor = single
     path = f"/join/{club.library.slug}/{club.slug}"
-    response = client.post(
+    response = submit_form(
+        client,
         path,
-        data={
+        {
             "email": "ida@example.dk",
             "consent": "y",
-            "csrf_token": csrf_token(client, path),
         },
     )
     assert response.status_code == 200
@@ -343,13 +344,13 @@ def test_staff_adding_a_member_who_left_with_consent_ticked_is_told_why(
     membership, editor = left
     login(client, editor)
     url = f"/clubs/{membership.club_id}/members/new"
-    response = client.post(
+    response = submit_form(
+        client,
         url,
-        data={
+        {
             "email": "ida@example.dk",
             "language": "da",
             "consent_given": "y",
-            "csrf_token": csrf_token(client, url),
         },
     )
     assert response.status_code == 400

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from accounts.models import Role
 from accounts.services import issue_token
 from campaigns.models import Campaign, Event
-from conftest import csrf_token, login, make_club, make_library, make_user
+from conftest import csrf_token, login, make_club, make_library, make_user, submit_form
 
 HUGE = "99999999999999999999"  # more than any database integer
 
@@ -102,22 +102,23 @@ def test_dates_out_of_range_name_the_field(client, db, editor):
     assert response.get_json()["error"]["field"] == "send_at"
 
     page = f"/campaigns/{campaign['id']}"
-    response = client.post(
+    response = submit_form(
+        client,
         f"{page}/schedule",
-        data={
+        {
             "mode": "fixed",
             "send_at": "0001-01-01T00:00",
-            "csrf_token": csrf_token(client, page),
         },
+        page=page,
     )
     assert response.status_code == 400
     assert "2000" in response.get_data(as_text=True)
-    response = client.post(
+    response = submit_form(
+        client,
         "/events/new",
-        data={
+        {
             "title": "Debat",
             "starts_at": "9999-12-31T23:59",
-            "csrf_token": csrf_token(client, "/events/new"),
         },
     )
     assert response.status_code == 400
