@@ -73,7 +73,13 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import Integer, delete, func, insert, literal, select, text  # noqa: E402
 
 from accounts.models import Library  # noqa: E402
-from bench.common import bench_club, free_port, log  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_club,
+    database_server_cpu,
+    free_port,
+    log,
+    process_cpu,
+)
 from campaigns import dkim, sending  # noqa: E402
 from campaigns.models import Campaign, SendLog, SendStatus  # noqa: E402
 from campaigns.rendering import Recipient  # noqa: E402
@@ -126,8 +132,10 @@ class Sink:
         return f"smtp://127.0.0.1:{self.port}"
 
     def stop(self) -> int:
-        """Stop the sink; how many messages it received."""
+        """Stop the sink; how many messages it received (`cpu_seconds`: the CPU
+        time it used)."""
         time.sleep(0.2)
+        self.cpu_seconds = process_cpu(self.process.pid)
         self.process.terminate()
         self.process.wait(10)
         self.output.seek(0)
@@ -359,10 +367,12 @@ def engine_phase(
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if profile and os.path.exists(spy):
         fmt = "raw" if profile.endswith(".txt") else "flamegraph"
-        command = [spy, "record", "-r", "100", "-f", fmt, "-o", profile, "--"]
+        command = [spy, "record", "-r", "100", "--subprocesses", "--gil", "-f", fmt]
+        command += ["-o", profile, "--"]
         command += [sys.executable, "-m", "klubpost.cli", "send", str(campaign_id)]
     elif profile:
         log("py-spy not found: the engine runs without a profile")
+    server_before = database_server_cpu()
     with tempfile.TemporaryFile() as output:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -373,6 +383,7 @@ def engine_phase(
         tree_rss, tree_pss = memory.stop()
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
+        server = database_server_cpu()
         received = sink.stop()
         output.seek(0)
         tail = output.read().decode(errors="replace").strip().splitlines()[-3:]
@@ -407,6 +418,11 @@ def engine_phase(
         # On a busy machine wall time says little; the sender's CPU time helps.
         "engine_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "engine_window_msgs_per_s": round(members / window) if window else None,
+        # Where the machine's CPU went meanwhile: the sink, the database server.
+        "sink_cpu_seconds": round(sink.cpu_seconds, 2),
+        "db_server_cpu_seconds": None
+        if server is None or server_before is None
+        else round(server - server_before, 2),
         "sent": counts.get(SendStatus.SENT, 0),
         "peak_rss_mb": None if peak is None else round(peak, 1),
         "rss_sum_mb": None if peak is None else round(tree_rss, 1),
@@ -519,7 +535,11 @@ def raw_phase(
         raise errors[0]
     total = per_connection * connections
     log(f"raw: {total} in {seconds:.1f} s on {connections}, sink received {received}")
-    return {"raw_msgs_per_s": round(total / seconds), "raw_received": received}
+    return {
+        "raw_msgs_per_s": round(total / seconds),
+        "raw_received": received,
+        "raw_sink_cpu_seconds_per_100k": round(sink.cpu_seconds * 100_000 / total, 2),
+    }
 
 
 # ------------------------------------------------------------------ main

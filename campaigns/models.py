@@ -215,6 +215,13 @@ class Campaign(db.Model):
     send_at: Mapped[datetime | None] = mapped_column(index=True)
     started_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
+    # The audience (campaigns/sending.py): the members confirmed at
+    # `audience_fixed_at` (`audience_size` of them), written down in chunks by
+    # membership id while the first mails go out; `audience_after` is the last
+    # membership id written so far, None once all are.
+    audience_fixed_at: Mapped[datetime | None]
+    audience_size: Mapped[int | None]
+    audience_after: Mapped[int | None]
     # A repeating regular issue: when it starts sending, its next issue is made
     # as a draft (proposed for the next date) that an editor approves.
     repeat: Mapped[Repeat | None] = mapped_column(str_enum(Repeat, "campaign_repeat"))

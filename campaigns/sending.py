@@ -44,6 +44,7 @@ import calendar
 import copy
 import ctypes
 import ctypes.util
+import functools
 import logging
 import multiprocessing
 import os
@@ -60,6 +61,8 @@ from flask import Flask, current_app
 from flask_babel import gettext as _
 from sqlalchemy import (
     Integer,
+    Select,
+    String,
     Update,
     bindparam,
     case,
@@ -70,6 +73,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from campaigns import compose, dkim
@@ -93,7 +97,7 @@ from klubpost.db import db, utcnow
 from klubpost.links import external_url
 from klubpost.mail import OutboxTransport, SmtpTransport, transport_from_url
 from klubpost.security import id_token_maker
-from subscribers.models import Membership, MembershipStatus, Subscriber
+from subscribers.models import Club, Membership, MembershipStatus, Subscriber
 from tracking import mail as tracking_mail
 
 log = logging.getLogger("klubpost.sending")
@@ -155,6 +159,7 @@ def resume(campaign: Campaign) -> None:
 def cancel(session: Session, campaign: Campaign) -> None:
     """Stop for good: whatever was not sent yet is skipped."""
     change_status(campaign, CampaignStatus.CANCELLED)
+    campaign.audience_after = None  # nobody more is written down
     session.execute(
         update(SendLog)
         .where(SendLog.campaign_id == campaign.id, SendLog.status == SendStatus.QUEUED)
@@ -336,8 +341,20 @@ def start_due(session: Session, now: datetime | None = None) -> list[int]:
     return started
 
 
-def start(session: Session, campaign: Campaign, now: datetime | None = None) -> int:
-    """Fix the audience (one queued row per confirmed member) and start sending.
+def start(
+    session: Session,
+    campaign: Campaign,
+    now: datetime | None = None,
+    *,
+    whole: bool = False,
+) -> int:
+    """Fix the audience and start sending; returns the audience's size.
+
+    The audience is the club's members confirmed now. Its first chunk of
+    queued rows (`SEND_AUDIENCE_CHUNK`) is written here, the rest by the
+    senders while the first mails go out (`fill_audience`): a big club's
+    campaign starts at once, and the scheduler is not held up. With `whole`,
+    all of it is written here.
 
     Also keeps the links that clicks will be counted on, and marks whose copy is
     tracked (see tracking.mail).
@@ -345,23 +362,114 @@ def start(session: Session, campaign: Campaign, now: datetime | None = None) -> 
     change_status(campaign, CampaignStatus.SENDING)
     campaign.started_at = now or utcnow()
     plan_next_issue(session, campaign)
-    club = campaign.club
     _store_tracked_links(session, campaign)
-    members = select(
-        literal(campaign.id, Integer).label("campaign_id"),
+    # The clock's time, also where `now` is another (a campaign started as of
+    # an earlier time in the demo): members are confirmed by that clock.
+    campaign.audience_fixed_at = utcnow()
+    members = _audience(campaign.id, campaign.club, campaign.audience_fixed_at)
+    campaign.audience_size = session.scalar(
+        select(func.count()).select_from(members.subquery())
+    )
+    if whole:
+        rows, campaign.audience_after = members, None
+    else:
+        rows, campaign.audience_after = _next_chunk(
+            session, campaign.id, campaign.club, campaign.audience_fixed_at, 0, _chunk()
+        )
+    _write(session, rows)
+    return campaign.audience_size
+
+
+def _chunk() -> int:
+    return max(1, current_app.config["SEND_AUDIENCE_CHUNK"])
+
+
+def _audience(campaign_id: int, club: Club, fixed_at: datetime) -> Select:
+    """A queued row's columns for each member in the campaign's audience: the
+    club's confirmed members, as they were at `fixed_at`. People who
+    confirm later (or renew their consent later) are not mixed in; people
+    who leave before their chunk is written are left out."""
+    return select(
+        literal(campaign_id, Integer).label("campaign_id"),
         Membership.subscriber_id,
         Membership.id,
         tracking_mail.tracked_column(club),
     ).where(
-        Membership.club_id == campaign.club_id,
+        Membership.club_id == club.id,
         Membership.status == MembershipStatus.CONFIRMED,
+        or_(Membership.confirmed_at.is_(None), Membership.confirmed_at <= fixed_at),
     )
-    result = session.execute(
+
+
+def _next_chunk(
+    session: Session,
+    campaign_id: int,
+    club: Club,
+    fixed_at: datetime,
+    after: int,
+    size: int,
+) -> tuple[Select, int | None]:
+    """The rows of up to `size` more members of the audience (membership ids
+    above `after`), and the last id among them, or None if that completes
+    the audience."""
+    members = _audience(campaign_id, club, fixed_at).where(Membership.id > after)
+    ids = (
+        members.with_only_columns(Membership.id)
+        .order_by(Membership.id)
+        .limit(size)
+        .subquery()
+    )
+    count, last = session.execute(select(func.count(), func.max(ids.c.id))).one()
+    rows = members.where(Membership.id <= (last or after))
+    return rows, last if count == size else None
+
+
+def _write(session: Session, rows: Select) -> None:
+    session.execute(
         insert(SendLog).from_select(
-            ["campaign_id", "subscriber_id", "membership_id", "tracked"], members
+            ["campaign_id", "subscriber_id", "membership_id", "tracked"], rows
         )
     )
-    return result.rowcount
+
+
+def fill_audience(session: Session, campaign_id: int) -> bool:
+    """Write the next chunk of a sending campaign's audience, unless it is
+    complete or another sender is writing one. Commits; True if it wrote.
+
+    On PostgreSQL the campaign's row is locked meanwhile (others skip it);
+    everywhere, the chunk is taken by moving `audience_after` on from the
+    value it was read with, so no chunk is written twice.
+    """
+    table = Campaign.__table__
+    row = session.execute(
+        select(table.c.club_id, table.c.audience_fixed_at, table.c.audience_after)
+        .where(
+            table.c.id == campaign_id,
+            table.c.status == CampaignStatus.SENDING,
+            table.c.audience_after.is_not(None),
+        )
+        .with_for_update(skip_locked=True)
+    ).first()
+    if row is None:
+        session.commit()
+        return False
+    club = session.get(Club, row.club_id)
+    rows, last = _next_chunk(
+        session, campaign_id, club, row.audience_fixed_at, row.audience_after, _chunk()
+    )
+    # Taking the chunk first: where there are no row locks (SQLite), a sender
+    # that read the same `audience_after` finds it moved on and writes nothing.
+    taken = session.execute(
+        table.update()
+        .where(table.c.id == campaign_id, table.c.audience_after == row.audience_after)
+        .values(audience_after=last)
+    ).rowcount
+    if taken:
+        _write(session, rows)
+        session.commit()
+    else:
+        session.rollback()
+    return bool(taken)
 
 
 def _store_tracked_links(session: Session, campaign: Campaign) -> None:
@@ -401,11 +509,27 @@ class Progress:
         return data
 
 
-def progress(
-    session: Session, campaign: Campaign, now: datetime | None = None
-) -> Progress:
-    """Counts per status, the rate so far and when it should be done."""
-    now = now or utcnow()
+# Counting a big campaign's rows is work for the database (about 0.1 s per
+# 100,000 rows while they are being written). While a campaign sends, a count
+# that took that long is reused for REUSE_FACTOR times as long as it took (at
+# most REUSE_MAX_SECONDS), so that watching it (the progress bar of `klubpost
+# send`, the campaign page asking every 2 s) costs the database about 1/20 of a
+# core at most, per process, and a small campaign is always counted afresh.
+REUSE_MIN_SECONDS = 0.02
+REUSE_FACTOR = 20
+REUSE_MAX_SECONDS = 30.0
+_counted: dict[int, tuple[float, datetime, dict[SendStatus, int]]] = {}
+
+
+def _status_counts(
+    session: Session, campaign: Campaign, now: datetime
+) -> tuple[datetime, dict[SendStatus, int]]:
+    """The campaign's rows per status, and when they were counted."""
+    sending = campaign.status is CampaignStatus.SENDING
+    reused = _counted.get(campaign.id) if sending else None
+    if reused is not None and reused[0] > time.monotonic():
+        return reused[1], reused[2]
+    started = time.monotonic()
     counts = dict(
         session.execute(
             select(SendLog.status, func.count())
@@ -413,8 +537,30 @@ def progress(
             .group_by(SendLog.status)
         ).all()
     )
+    took = time.monotonic() - started
+    if sending and took >= REUSE_MIN_SECONDS:
+        until = started + took + min(REUSE_FACTOR * took, REUSE_MAX_SECONDS)
+        _counted[campaign.id] = (until, now, counts)
+    else:
+        _counted.pop(campaign.id, None)
+    return now, counts
+
+
+def progress(
+    session: Session, campaign: Campaign, now: datetime | None = None
+) -> Progress:
+    """Counts per status, the rate so far and when it should be done.
+
+    While a big campaign sends, the counts may be a few seconds old (see
+    REUSE_FACTOR); the rate and the expected end are those of that moment.
+    """
+    now, counts = _status_counts(session, campaign, now or utcnow())
     done = sum(counts.get(s, 0) for s in (SendStatus.SENT, SendStatus.FAILED))
     queued = counts.get(SendStatus.QUEUED, 0)
+    total = sum(counts.values())
+    if campaign.audience_after is not None and campaign.audience_size:
+        unwritten = max(campaign.audience_size - total, 0)  # queued, too
+        total, queued = total + unwritten, queued + unwritten
     rate = None
     end = None
     if campaign.started_at and done:
@@ -424,7 +570,7 @@ def progress(
         rate = done / elapsed
         end = until + timedelta(seconds=queued / rate) if queued else until
     return Progress(
-        total=sum(counts.values()),
+        total=total,
         sent=counts.get(SendStatus.SENT, 0),
         failed=counts.get(SendStatus.FAILED, 0),
         bounced=counts.get(SendStatus.BOUNCED, 0),
@@ -474,9 +620,11 @@ def holds_rows(session: Session) -> bool:
 
 
 def claim_batch(
-    session: Session, campaign_id: int, size: int, now: datetime
+    session: Session, campaign_id: int, size: int, now: datetime, after: int = 0
 ) -> tuple[list[Claimed], int]:
-    """Take up to `size` due rows; rows whose member left are skipped.
+    """Take up to `size` due rows (with ids above `after`, in id order); rows
+    whose member left are skipped. Returns the claimed rows and how many were
+    skipped.
 
     On PostgreSQL the rows stay locked in the open transaction, which
     `record_results` (or `release`) commits; a sender that dies lets go of them
@@ -493,6 +641,7 @@ def claim_batch(
         .where(
             log.c.campaign_id == campaign_id,
             log.c.status == SendStatus.QUEUED,
+            log.c.id > after,
             or_(log.c.claimed_until.is_(None), log.c.claimed_until < now),
             or_(log.c.next_attempt_at.is_(None), log.c.next_attempt_at <= now),
         )
@@ -582,6 +731,16 @@ def record_results(
         else:
             retry.append({"i": row.send_id, "e": f"{result.code} {result.text}"[:500]})
     table = SendLog.__table__
+    if sent and session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            _mark_sent_arrays(counted),
+            {
+                "now": now,
+                "ids": [item["i"] for item in sent],
+                "message_ids": [item["m"] for item in sent],
+            },
+        )
+        sent = []
     for start in range(0, len(sent), _MARK_SENT_MAX):
         chunk = sent[start : start + _MARK_SENT_MAX]
         params: dict[str, Any] = {"now": now}
@@ -622,9 +781,9 @@ _MARK_SENT: dict[tuple[int, bool], Update] = {}
 def _mark_sent(count: int, counted: bool) -> Update:
     """The UPDATE that marks `count` rows sent, each with its own Message-ID.
 
-    One statement, each row written once (its Message-ID by a CASE on its id):
-    an executemany is a statement per row, which on PostgreSQL each travel to
-    the server. Made once per row count: building the CASE of a hundred rows
+    SQLite (PostgreSQL: `_mark_sent_arrays`). One statement, each row written
+    once (its Message-ID by a CASE on its id), rather than an executemany's
+    statement per row. Made once per row count: building the CASE of a hundred rows
     anew for every batch cost more than running it. Parameters: `now`, and
     `i0`, `m0`... each row's id and Message-ID. `counted`: the attempt is
     counted here (see `holds_rows`).
@@ -653,6 +812,36 @@ def _mark_sent(count: int, counted: bool) -> Update:
             )
         )
     return statement
+
+
+@functools.cache
+def _mark_sent_arrays(counted: bool) -> Update:
+    """PostgreSQL: the UPDATE that marks rows sent, the ids and Message-IDs
+    passed as two arrays (`ids`, `message_ids`; and `now`). A short text with
+    three parameters, whatever the batch's size: the driver parses a long
+    statement's text again on every execution (it caches short ones only),
+    which for the CASE of `_mark_sent` cost the sender more CPU than the
+    database spent running it."""
+    table = SendLog.__table__
+    rows = (
+        func.unnest(
+            bindparam("ids", type_=postgresql.ARRAY(Integer)),
+            bindparam("message_ids", type_=postgresql.ARRAY(String)),
+        )
+        .table_valued("i", "m")
+        .render_derived(name="v")
+    )
+    return (
+        table.update()
+        .where(table.c.id == rows.c.i)
+        .values(
+            status=SendStatus.SENT,
+            message_id=rows.c.m,
+            sent_at=bindparam("now", type_=table.c.sent_at.type),
+            claimed_until=None,
+            attempts=table.c.attempts + int(counted),
+        )
+    )
 
 
 def _retry_later(
@@ -695,7 +884,8 @@ def release(
 
 
 def finish_if_done(session: Session, campaign_id: int, now: datetime) -> bool:
-    """Mark a sending campaign sent once no row is queued any more. Commits."""
+    """Mark a sending campaign sent once its audience is written and no row
+    is queued any more. Commits."""
     left = session.scalar(
         select(func.count())
         .select_from(SendLog)
@@ -709,6 +899,7 @@ def finish_if_done(session: Session, campaign_id: int, now: datetime) -> bool:
                 .where(
                     Campaign.id == campaign_id,
                     Campaign.status == CampaignStatus.SENDING,
+                    Campaign.audience_after.is_(None),
                 )
                 .values(status=CampaignStatus.SENT, sent_at=now)
                 .execution_options(synchronize_session=False)
@@ -727,6 +918,17 @@ def sending_campaign_ids(session: Session) -> list[int]:
             .order_by(Campaign.started_at, Campaign.id)
         )
     )
+
+
+def sending_campaigns(session: Session) -> list[tuple[int, bool]]:
+    """The campaigns senders should work on now, and for each whether its
+    audience is still being written."""
+    rows = session.execute(
+        select(Campaign.id, Campaign.audience_after.is_not(None))
+        .where(Campaign.status == CampaignStatus.SENDING)
+        .order_by(Campaign.started_at, Campaign.id)
+    )
+    return [(campaign_id, bool(filling)) for campaign_id, filling in rows]
 
 
 class RateLimit:
@@ -892,8 +1094,11 @@ class Sender:
         batch_size: int | None = None,
         stop: threading.Event | None = None,
         rate_share: int = 1,
+        idle_wait: float = 0.5,
     ) -> None:
         config = app.config
+        # How long a thread with nothing to do waits before it looks again.
+        self.idle_wait = idle_wait
         self.app = app
         self.connections = connections or config["SEND_CONNECTIONS"]
         self.batch_size = batch_size or config["SEND_BATCH_SIZE"]
@@ -908,6 +1113,9 @@ class Sender:
         self.sent = 0
         self.errors: list[Exception] = []
         self._count_lock = threading.Lock()
+        # Per campaign, the highest row id this sender has claimed: the next
+        # claim looks ahead of it (see `_claim`).
+        self._cursors: dict[int, int] = {}
 
     def run(self, *, wait_for: Callable[[], bool] | None = None) -> int:
         """Send until there is nothing to do now (or until `wait_for()` is true).
@@ -945,7 +1153,7 @@ class Sender:
                         continue
                     if wait_for is None or wait_for():
                         break
-                    self.stop.wait(0.5)
+                    self.stop.wait(self.idle_wait)
             except BaseException:
                 # What the server accepted before the failure stays recorded.
                 _commit_if_possible(session)
@@ -967,14 +1175,16 @@ class Sender:
             session.commit()
             self.stop.wait(min(pause, lease().total_seconds() / 4))
             return not self.stop.is_set()
-        for campaign_id in sending_campaign_ids(session):
+        for campaign_id, filling in sending_campaigns(session):
+            if filling:
+                fill_audience(session, campaign_id)
             # Sending stops well before the lease runs out: after it, another
             # sender (or another thread of this one) may claim the same rows.
             deadline = time.monotonic() + lease().total_seconds() / 2
-            rows, _skipped = claim_batch(
-                session, campaign_id, self.batch_size, utcnow()
-            )
+            rows, skipped = self._claim(session, campaign_id)
             if not rows:
+                if skipped:
+                    return True  # members who left meanwhile: go on
                 finish_if_done(session, campaign_id, utcnow())
                 continue
             if campaign_id not in prepared:
@@ -984,6 +1194,28 @@ class Sender:
             return True
         session.commit()
         return False
+
+    def _claim(self, session: Session, campaign_id: int) -> tuple[list[Claimed], int]:
+        """Claim the next batch: first ahead of the rows this sender claimed
+        last, then (when nothing is left ahead) from the start, for rows that
+        were given back or are due for another attempt.
+
+        Looking ahead keeps a claim cheap: from the start, the database would
+        step over the index entries of every row sent so far (on PostgreSQL,
+        old row versions stay in the index until a vacuum), which made a
+        claim cost more as the campaign went on.
+        """
+        after = self._cursors.get(campaign_id, 0)
+        rows, skipped = claim_batch(
+            session, campaign_id, self.batch_size, utcnow(), after=after
+        )
+        if not rows and not skipped and after:
+            rows, skipped = claim_batch(session, campaign_id, self.batch_size, utcnow())
+        if rows:
+            with self._count_lock:
+                last = max(self._cursors.get(campaign_id, 0), rows[-1].send_id)
+                self._cursors[campaign_id] = last
+        return rows, skipped
 
     def _send(
         self,
@@ -1055,6 +1287,7 @@ def run_processes(
     *,
     connections: int | None = None,
     wait_for: Callable[[], bool] | None = None,
+    idle_wait: float = 0.5,
 ) -> list[multiprocessing.Process]:
     """Fork `processes` - 1 more sender processes; returns them.
 
@@ -1068,7 +1301,7 @@ def run_processes(
     children = [
         context.Process(
             target=_sender_process,
-            args=(app, connections, processes, wait_for),
+            args=(app, connections, processes, wait_for, idle_wait),
             name=f"klubpost-sender-{n}",
         )
         for n in range(1, processes)
@@ -1083,6 +1316,7 @@ def _sender_process(
     connections: int | None,
     share: int,
     wait_for: Callable[[], bool] | None,
+    idle_wait: float,
 ) -> None:
     parent = os.getppid()
     _die_with_parent()
@@ -1091,7 +1325,8 @@ def _sender_process(
     with app.app_context():
         # The parent's pooled connections must not be shared: forget them.
         db.engine.dispose(close=False)
-    Sender(app, connections=connections, rate_share=share).run(wait_for=wait_for)
+    sender = Sender(app, connections=connections, rate_share=share, idle_wait=idle_wait)
+    sender.run(wait_for=wait_for)
 
 
 def _die_with_parent() -> None:

@@ -210,12 +210,18 @@ def send_command(
         return db.session.get(Campaign, watched).status != CampaignStatus.SENDING
 
     processes = max(1, processes or app.config["SEND_PROCESSES"])
+    # Watching one campaign, a sender thread that has run out of batches
+    # looks often whether the others have finished it, so that the command
+    # ends soon after the last mail.
+    idle_wait = 0.1 if watched is not None else 0.5
     db.session.close()  # nothing of this session may be shared with the forks
     children = sending.run_processes(
-        app, processes, connections=connections, wait_for=finished
+        app, processes, connections=connections, wait_for=finished, idle_wait=idle_wait
     )
     # This process sends too (in a thread: the main one shows the progress).
-    sender = sending.Sender(app, connections=connections, rate_share=processes)
+    sender = sending.Sender(
+        app, connections=connections, rate_share=processes, idle_wait=idle_wait
+    )
     worker = threading.Thread(target=sender.run, kwargs={"wait_for": finished})
     worker.start()
 
@@ -255,7 +261,10 @@ def _show_progress(campaign, alive) -> None:
             done = finished
             if not running:
                 break
-            time.sleep(0.5)
+            # The bar moves every half second; the end is noticed sooner.
+            until = time.monotonic() + 0.5
+            while alive() and time.monotonic() < until:
+                time.sleep(0.05)
     db.session.commit()
     click.echo(
         f"sent {now.sent}, failed {now.failed}, skipped {now.skipped}, "

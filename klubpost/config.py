@@ -30,10 +30,12 @@ DEFAULTS: dict[str, Any] = {
     # The sending engine (campaigns/sending.py): processes per machine (one per
     # core, at most 4: more would mostly open more SMTP and database connections,
     # which mail providers throttle), SMTP connections per process, rows per
-    # batch, optional rate limits per machine (messages per second / hour).
+    # batch, optional rate limits per machine (messages per second / hour), and
+    # how many members a campaign's audience is written down at a time.
     "SEND_PROCESSES": min(os.cpu_count() or 1, 4),
     "SEND_CONNECTIONS": 4,
     "SEND_BATCH_SIZE": 100,
+    "SEND_AUDIENCE_CHUNK": 10_000,
     "SEND_LEASE_SECONDS": 300,
     "SEND_RATE_PER_SECOND": None,
     "SEND_RATE_PER_HOUR": None,
@@ -61,6 +63,7 @@ INT_ENV_KEYS = (
     "SEND_PROCESSES",
     "SEND_CONNECTIONS",
     "SEND_BATCH_SIZE",
+    "SEND_AUDIENCE_CHUNK",
     "SEND_LEASE_SECONDS",
     "SEND_RATE_PER_SECOND",
     "SEND_RATE_PER_HOUR",

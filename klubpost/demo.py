@@ -373,7 +373,7 @@ def _load_sent_issue(
     started = utcnow().replace(minute=0, second=0, microsecond=0)
     started -= timedelta(days=days_ago)
     sending.schedule(campaign, ScheduleMode.NOW, now=started)
-    sending.start(session, campaign, started)
+    sending.start(session, campaign, started, whole=True)
     rows = session.scalars(select(SendLog).where(SendLog.campaign_id == campaign.id))
     sends = list(rows)
     for n, row in enumerate(sends):

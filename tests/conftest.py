@@ -83,6 +83,9 @@ def app_config(database_url, tmp_path) -> dict:
         "MAIL_URL": "outbox:",
         # A fast hash: scrypt would make every log-in in the suite slow.
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        # Small chunks: every sending test also writes its audience in pieces
+        # while it sends, as a big club's campaign does.
+        "SEND_AUDIENCE_CHUNK": 7,
     }
 
 

@@ -18,6 +18,7 @@ from campaigns.models import (
 from campaigns.rendering import builtin_templates
 from conftest import make_club, make_library, make_subscriber
 from klubpost.db import db as _db
+from klubpost.mail import OutboxMessage
 from subscribers.models import Membership, MembershipStatus
 from subscribers.services import join_club, unsubscribe
 
@@ -188,6 +189,74 @@ def test_audience_is_the_confirmed_members_when_sending_starts(db, club):
     assert sorted(queued) == sorted(m.subscriber_id for m in confirmed)
 
 
+def test_a_big_audience_is_written_in_chunks_while_the_first_mails_go_out(
+    app, db, club
+):
+    """The audience is fixed at the start, but written down chunk by chunk
+    (here 7 members at a time, SEND_AUDIENCE_CHUNK in the tests' config)."""
+    from subscribers.services import confirm
+
+    assert app.config["SEND_AUDIENCE_CHUNK"] == 7
+    members = add_members(db, club, 20)
+    pending = make_subscriber(db, club.library, "pending@example.dk")
+    waiting = join_club(db.session, club, pending, source="t")
+    db.session.commit()
+    campaign = make_campaign(db, club)
+
+    assert _start_now(db, campaign) == 7  # rows written: the first chunk
+    assert (campaign.audience_size, campaign.audience_after) == (20, members[6].id)
+    state = sending.progress(db.session, campaign)
+    assert (state.total, state.queued) == (20, 20)
+    # Meanwhile: someone confirms, someone joins, someone not yet written leaves.
+    assert confirm(waiting)
+    add_members(db, club, 1, start=50)
+    unsubscribe(members[15])
+    db.session.commit()
+    assert not sending.finish_if_done(db.session, campaign.id, NOW)
+
+    assert sending.fill_audience(db.session, campaign.id)  # members 8-14
+    assert sending.fill_audience(db.session, campaign.id)  # the rest: 16-20
+    assert not sending.fill_audience(db.session, campaign.id)  # complete
+    db.session.expire_all()
+    assert campaign.audience_after is None
+    queued = db.session.scalars(
+        select(SendLog.subscriber_id).filter_by(campaign_id=campaign.id)
+    ).all()
+    expected = [m.subscriber_id for n, m in enumerate(members) if n != 15]
+    assert sorted(queued) == sorted(expected)
+    state = sending.progress(db.session, campaign)
+    assert (state.total, state.queued) == (19, 19)
+
+
+def test_senders_write_the_rest_of_the_audience_and_finish_only_then(app, db, club):
+    add_members(db, club, 30)
+    campaign = make_campaign(db, club)
+    assert _start_now(db, campaign) == 7
+
+    sent = _sender(app, batch_size=5, connections=3).run()
+
+    db.session.expire_all()
+    assert sent == 30
+    assert _statuses(db, campaign) == {SendStatus.SENT: 30}
+    assert campaign.status is CampaignStatus.SENT
+    assert campaign.audience_after is None
+    outbox = db.session.scalars(select(OutboxMessage.recipients)).all()
+    assert sorted(outbox) == sorted(f"m{n}@example.dk" for n in range(30))
+
+
+def test_a_cancelled_campaign_writes_no_more_of_its_audience(db, club):
+    add_members(db, club, 20)
+    campaign = make_campaign(db, club)
+    _start_now(db, campaign)
+
+    sending.cancel(db.session, campaign)
+    db.session.commit()
+
+    assert not sending.fill_audience(db.session, campaign.id)
+    assert _statuses(db, campaign) == {SendStatus.SKIPPED: 7}
+    assert campaign.audience_after is None
+
+
 # ----------------------------------------------------------------- sending
 
 
@@ -273,10 +342,10 @@ def test_a_running_sender_has_committed_every_accepted_mail_while_it_waits(
         received = len(smtp_server.received)
         assert 10 <= received < 40
         assert thread.is_alive()
-        assert _statuses(db, campaign) == {
-            SendStatus.SENT: received,
-            SendStatus.QUEUED: 40 - received,
-        }
+        # (The rest of the audience is written once it goes on.)
+        assert _statuses(db, campaign)[SendStatus.SENT] == received
+        state = sending.progress(db.session, db.session.get(Campaign, campaign.id))
+        assert (state.sent, state.queued, state.total) == (received, 40 - received, 40)
     finally:
         done.set()
         thread.join(60)
