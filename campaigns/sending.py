@@ -637,49 +637,52 @@ def claim_batch(
     """
     log = SendLog.__table__
     due = (
-        select(log.c.id)
-        .where(
-            log.c.campaign_id == campaign_id,
-            log.c.status == SendStatus.QUEUED,
-            log.c.id > after,
-            or_(log.c.claimed_until.is_(None), log.c.claimed_until < now),
-            or_(log.c.next_attempt_at.is_(None), log.c.next_attempt_at <= now),
+        log.c.campaign_id == campaign_id,
+        log.c.status == SendStatus.QUEUED,
+        log.c.id > after,
+        or_(log.c.claimed_until.is_(None), log.c.claimed_until < now),
+        or_(log.c.next_attempt_at.is_(None), log.c.next_attempt_at <= now),
+    )
+    member, subscriber = Membership.__table__.c, Subscriber.__table__
+    columns = select(
+        log.c.id,
+        subscriber.c.id,
+        subscriber.c.email,
+        subscriber.c.first_name,
+        subscriber.c.last_name,
+        subscriber.c.attributes,
+        member.status,
+        log.c.tracked,
+    ).select_from(
+        log.join(subscriber, subscriber.c.id == log.c.subscriber_id, isouter=True).join(
+            Membership.__table__, member.id == log.c.membership_id, isouter=True
         )
-        .order_by(log.c.id)
-        .limit(size)
-        .with_for_update(skip_locked=True)
     )
     held = holds_rows(session)
     if held:
-        ids = session.scalars(due).all()
+        # One statement: the rows, locked, with what their mails need.
+        rows = session.execute(
+            columns.where(*due)
+            .order_by(log.c.id)
+            .limit(size)
+            .with_for_update(skip_locked=True, of=log)
+        ).all()
     else:
+        next_ids = select(log.c.id).where(*due).order_by(log.c.id).limit(size)
         ids = session.scalars(
             log.update()
-            .where(log.c.id.in_(due.scalar_subquery()))
+            .where(log.c.id.in_(next_ids.scalar_subquery()))
             .values(claimed_until=now + lease(), attempts=log.c.attempts + 1)
             .returning(log.c.id)
         ).all()
-    if not ids:
+        rows = []
+        if ids:
+            rows = session.execute(
+                columns.where(log.c.id.in_(ids)).order_by(log.c.id)
+            ).all()
+    if not rows:
         session.commit()
         return [], 0
-    member, subscriber = Membership.__table__.c, Subscriber.__table__
-    rows = session.execute(
-        select(
-            log.c.id,
-            subscriber.c.id,
-            subscriber.c.email,
-            subscriber.c.first_name,
-            subscriber.c.last_name,
-            subscriber.c.attributes,
-            member.status,
-            log.c.tracked,
-        )
-        .select_from(log)
-        .join(subscriber, subscriber.c.id == log.c.subscriber_id, isouter=True)
-        .join(Membership.__table__, member.id == log.c.membership_id, isouter=True)
-        .where(log.c.id.in_(ids))
-        .order_by(log.c.id)
-    ).all()
     claimed, gone = [], []
     for send_id, sub_id, email, first, last, attrs, status, tracked in rows:
         if sub_id is None or status is not MembershipStatus.CONFIRMED:
